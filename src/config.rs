@@ -1,0 +1,407 @@
+//! One settings type for the CLI, the app and the tests.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML config file, `WORKSHOP_BRIDGE_*`
+//! environment variables, command-line flags. Flags and environment share one clap type,
+//! [`Overrides`], so the app (which has no command line) reads the same variables by parsing
+//! an empty argument list.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The port the Workshop expects the bridge on.
+pub const DEFAULT_PORT: u16 = 8765;
+
+/// Every setting of the bridge. Field names are the keys of the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// TCP port to listen on; `0` lets the operating system pick a free one.
+    pub port: u16,
+    /// Address to listen on. `0.0.0.0` so an iPad on the same Wi-Fi can reach it.
+    pub bind: IpAddr,
+    /// The YAML file the agent writes its world into.
+    pub state_file: PathBuf,
+    /// Where visitor messages are written, one JSON file each, for the agent to read.
+    pub inbox_dir: PathBuf,
+    /// Where the agent drops messages (barks) to broadcast to every client.
+    pub outbox_dir: PathBuf,
+    /// The secret clients present as `?token=` or `Authorization: Bearer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// An optional second secret that agents must present to speak as agents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
+    /// Accept every client without a token.
+    pub no_auth: bool,
+    /// Require the token from loopback clients too.
+    pub no_trust_loopback: bool,
+    /// Extra web origins allowed to open a WebSocket (e.g. `http://workshop.local:5173`).
+    pub allowed_origins: Vec<String>,
+    /// Seconds between server pings; a client silent for two intervals is dropped.
+    pub heartbeat_secs: u64,
+    /// Poll the state file and outbox every N milliseconds instead of using file events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_ms: Option<u64>,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Largest WebSocket message accepted from a client, in bytes.
+    pub max_frame_bytes: usize,
+    /// Longest visitor message text, in characters.
+    pub max_text_chars: usize,
+    /// Messages a connection may send per second before it is refused (and then closed).
+    pub max_messages_per_sec: u32,
+    /// Most clients connected at once.
+    pub max_connections: usize,
+    /// Most files waiting in the inbox; beyond this new messages are refused.
+    pub max_inbox_files: usize,
+    /// Largest state file the bridge will read, in bytes.
+    pub max_state_bytes: u64,
+    /// Messages queued for one client before it counts as too slow and is closed.
+    pub client_queue: usize,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let home = dirs::home_dir().unwrap_or_default();
+        let timmy = home.join(".timmy");
+        Self {
+            port: DEFAULT_PORT,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            state_file: timmy.join("workshop-state.yaml"),
+            inbox_dir: timmy.join("inbox"),
+            outbox_dir: timmy.join("outbox"),
+            token: None,
+            agent_token: None,
+            no_auth: false,
+            no_trust_loopback: false,
+            allowed_origins: Vec::new(),
+            heartbeat_secs: 15,
+            poll_ms: None,
+            log_format: LogFormat::Text,
+            max_frame_bytes: 1024 * 1024,
+            max_text_chars: 4000,
+            max_messages_per_sec: 20,
+            max_connections: 10_000,
+            max_inbox_files: 10_000,
+            max_state_bytes: 16 * 1024 * 1024,
+            client_queue: 256,
+        }
+    }
+}
+
+/// Settings from the command line and the environment, applied over the config file.
+///
+/// Every field is optional: only what the user actually set overrides the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// TCP port to listen on (0 picks a free port) [default: 8765]
+    #[arg(long, env = "WORKSHOP_BRIDGE_PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 0.0.0.0]
+    #[arg(long, env = "WORKSHOP_BRIDGE_BIND")]
+    pub bind: Option<IpAddr>,
+    /// The agent's state file [default: ~/.timmy/workshop-state.yaml]
+    #[arg(long, env = "WORKSHOP_BRIDGE_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Directory visitor messages are written to [default: ~/.timmy/inbox]
+    #[arg(long, env = "WORKSHOP_BRIDGE_INBOX_DIR")]
+    pub inbox_dir: Option<PathBuf>,
+    /// Directory the agent drops barks into [default: ~/.timmy/outbox]
+    #[arg(long, env = "WORKSHOP_BRIDGE_OUTBOX_DIR")]
+    pub outbox_dir: Option<PathBuf>,
+    /// Token clients must present (generated and saved on first run if unset)
+    #[arg(long, env = "WORKSHOP_BRIDGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Token agents must present to register or send agent messages
+    #[arg(long, env = "WORKSHOP_BRIDGE_AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: Option<String>,
+    /// Accept every client without a token (anyone on the network can connect)
+    #[arg(long, env = "WORKSHOP_BRIDGE_NO_AUTH")]
+    pub no_auth: bool,
+    /// Require the token from clients on this machine too
+    #[arg(long, env = "WORKSHOP_BRIDGE_NO_TRUST_LOOPBACK")]
+    pub no_trust_loopback: bool,
+    /// Extra web origin allowed to connect (repeatable)
+    #[arg(
+        long = "allowed-origin",
+        env = "WORKSHOP_BRIDGE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Seconds between heartbeats [default: 15]
+    #[arg(long, env = "WORKSHOP_BRIDGE_HEARTBEAT_SECS")]
+    pub heartbeat_secs: Option<u64>,
+    /// Poll files every N ms instead of using file-system events
+    #[arg(long, env = "WORKSHOP_BRIDGE_POLL_MS")]
+    pub poll_ms: Option<u64>,
+    /// Log format [default: text]
+    #[arg(long, env = "WORKSHOP_BRIDGE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Largest message accepted from a client, in bytes [default: 1048576]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Longest visitor message, in characters [default: 4000]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_TEXT_CHARS")]
+    pub max_text_chars: Option<usize>,
+    /// Messages per second one connection may send [default: 20]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_MESSAGES_PER_SEC")]
+    pub max_messages_per_sec: Option<u32>,
+    /// Most clients connected at once [default: 10000]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most files waiting in the inbox [default: 10000]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_INBOX_FILES")]
+    pub max_inbox_files: Option<usize>,
+    /// Largest state file read, in bytes [default: 16777216]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_STATE_BYTES")]
+    pub max_state_bytes: Option<u64>,
+    /// Messages queued per client before it is closed as too slow [default: 256]
+    #[arg(long, env = "WORKSHOP_BRIDGE_CLIENT_QUEUE")]
+    pub client_queue: Option<usize>,
+}
+
+impl Overrides {
+    /// Reads only the `WORKSHOP_BRIDGE_*` environment variables (for programs without flags).
+    pub fn from_env() -> Self {
+        #[derive(clap::Parser)]
+        struct EnvOnly {
+            #[command(flatten)]
+            overrides: Overrides,
+        }
+        use clap::Parser;
+        // An empty argument list cannot fail on flags; a malformed variable falls back
+        // to no overrides rather than aborting the app, and is reported by `validate`.
+        EnvOnly::try_parse_from(["workshop-bridge"])
+            .map(|e| e.overrides)
+            .unwrap_or_default()
+    }
+
+    /// Writes every value that was set into `config`.
+    pub fn apply_to(self, config: &mut Config) {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
+        }
+        set!(
+            port,
+            bind,
+            state_file,
+            inbox_dir,
+            outbox_dir,
+            heartbeat_secs,
+            log_format,
+            max_frame_bytes,
+            max_text_chars,
+            max_messages_per_sec,
+            max_connections,
+            max_inbox_files,
+            max_state_bytes,
+            client_queue
+        );
+        if self.token.is_some() {
+            config.token = self.token;
+        }
+        if self.agent_token.is_some() {
+            config.agent_token = self.agent_token;
+        }
+        if self.poll_ms.is_some() {
+            config.poll_ms = self.poll_ms;
+        }
+        config.no_auth |= self.no_auth;
+        config.no_trust_loopback |= self.no_trust_loopback;
+        if !self.allowed_origins.is_empty() {
+            config.allowed_origins = self.allowed_origins;
+        }
+    }
+}
+
+impl Config {
+    /// Where the CLI and the app keep their shared config file.
+    ///
+    /// `~/.config/workshop-bridge/config.toml` on Linux,
+    /// `~/Library/Application Support/workshop-bridge/config.toml` on macOS.
+    pub fn default_path() -> Result<PathBuf, Error> {
+        dirs::config_dir()
+            .map(|d| d.join("workshop-bridge").join("config.toml"))
+            .ok_or(Error::NoHome)
+    }
+
+    /// Reads the config file; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(Error::ReadConfig {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let mut config: Config = toml::from_str(&text).map_err(|e| Error::ParseConfig {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.expand_home();
+        Ok(config)
+    }
+
+    /// Writes the config file atomically, readable only by its owner (it holds the token).
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let text = toml::to_string_pretty(self).map_err(|e| Error::WriteConfig {
+            path: path.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        write_config_text(path, &text)
+    }
+
+    /// Makes sure a token exists when authentication is on.
+    ///
+    /// On first run a random 256-bit token is generated and saved into the config file at
+    /// `path`, keeping every other key the file holds (and not writing defaults into it).
+    /// Returns whether one was generated.
+    pub fn ensure_token(&mut self, path: &Path) -> Result<bool, Error> {
+        if self.no_auth || self.token.is_some() {
+            return Ok(false);
+        }
+        let token = generate_token()?;
+        let mut table = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<toml::Table>(&text).map_err(|e| Error::ParseConfig {
+                path: path.to_owned(),
+                message: e.to_string().trim().replace('\n', " "),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(source) => {
+                return Err(Error::ReadConfig {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        table.insert("token".into(), toml::Value::String(token.clone()));
+        write_config_text(path, &toml::to_string_pretty(&table).unwrap_or_default())?;
+        self.token = Some(token);
+        Ok(true)
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// Checks every value the bridge cannot run with, naming the setting at fault.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |field, message: &str| {
+            Err(Error::InvalidSetting {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        if self.heartbeat_secs == 0 || self.heartbeat_secs > 3600 {
+            return invalid("heartbeat_secs", "must be between 1 and 3600 seconds");
+        }
+        if matches!(self.poll_ms, Some(0)) {
+            return invalid("poll_ms", "must be at least 1 millisecond");
+        }
+        for (field, token) in [("token", &self.token), ("agent_token", &self.agent_token)] {
+            if let Some(t) = token {
+                if t.trim().is_empty() {
+                    return invalid(field, "must not be empty");
+                }
+                if t.len() > 512 || t.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return invalid(
+                        field,
+                        "must be at most 512 characters without spaces or control characters",
+                    );
+                }
+            }
+        }
+        for (field, value) in [
+            ("max_frame_bytes", self.max_frame_bytes),
+            ("max_text_chars", self.max_text_chars),
+            ("max_messages_per_sec", self.max_messages_per_sec as usize),
+            ("max_connections", self.max_connections),
+            ("max_inbox_files", self.max_inbox_files),
+            ("max_state_bytes", self.max_state_bytes as usize),
+            ("client_queue", self.client_queue),
+        ] {
+            if value == 0 {
+                return invalid(field, "must be greater than zero");
+            }
+        }
+        for origin in &self.allowed_origins {
+            if origin != "null"
+                && !(origin.starts_with("http://") || origin.starts_with("https://"))
+            {
+                return invalid(
+                    "allowed_origins",
+                    &format!("`{origin}` is not an origin like http://host:port"),
+                );
+            }
+        }
+        for (field, path) in [
+            ("state_file", &self.state_file),
+            ("inbox_dir", &self.inbox_dir),
+            ("outbox_dir", &self.outbox_dir),
+        ] {
+            if path.as_os_str().is_empty() {
+                return invalid(field, "must not be empty");
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a leading `~/` in paths written by hand in the config file.
+    fn expand_home(&mut self) {
+        for path in [
+            &mut self.state_file,
+            &mut self.inbox_dir,
+            &mut self.outbox_dir,
+        ] {
+            if let (Ok(rest), Some(home)) = (path.strip_prefix("~"), dirs::home_dir()) {
+                *path = home.join(rest);
+            }
+        }
+    }
+}
+
+fn write_config_text(path: &Path, text: &str) -> Result<(), Error> {
+    let err = |source| Error::WriteConfig {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    crate::durable::write_atomically(dir, path, text.as_bytes(), true).map_err(err)
+}
+
+/// A fresh random 256-bit token, hex-encoded.
+pub fn generate_token() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+    let mut hex = String::with_capacity(64);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{b:02x}");
+    }
+    Ok(hex)
+}

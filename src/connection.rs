@@ -1,0 +1,551 @@
+//! One client's life: a reader and a writer joined together.
+//!
+//! The writer owns the socket's sending half and is the only place frames are sent from:
+//! the newest state (never a backlog of old ones), queued messages, heartbeats and the
+//! closing frame. The reader parses what the client sends, acts on it through the hub, and
+//! answers through the client's own queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, Kick, Membership, Outbound};
+use crate::inbox::Event;
+use crate::protocol::{
+    ClientError, ErrorCode, Head, RESERVED_TYPES, Register, ServerMessage, SystemStatus,
+    VISITOR_TYPES, VisitorFields, close, valid_name,
+};
+use crate::state::SnapshotRx;
+
+/// What the HTTP layer decided about a connection before upgrading it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionOptions {
+    /// Who is connecting.
+    pub(crate) peer: SocketAddr,
+    /// Which path (`/`, `/ws`, `/ws/matrix`).
+    pub(crate) path: String,
+    /// The client asked for `state_patch` messages (`?diff=1`).
+    pub(crate) diff: bool,
+    /// The client may register and send agent messages.
+    pub(crate) agent: bool,
+    /// Heartbeat interval.
+    pub(crate) heartbeat: Duration,
+    /// Messages per second allowed.
+    pub(crate) max_messages_per_sec: u32,
+    /// Longest visitor text, in characters.
+    pub(crate) max_text_chars: usize,
+}
+
+/// Runs the connection to its end. `shutdown` is the bridge's.
+pub(crate) async fn serve(
+    socket: WebSocket,
+    hub: Hub,
+    opts: ConnectionOptions,
+    shutdown: CancellationToken,
+) {
+    let (membership, count) = hub.join(opts.peer, opts.path.clone());
+    let Membership {
+        id,
+        rx,
+        replies,
+        kick,
+        snapshots,
+    } = membership;
+    tracing::info!(peer = %opts.peer, path = %opts.path, client = id, clients = count, "client connected");
+
+    let (sink, stream) = socket.split();
+    let end = CancellationToken::new();
+    let last_seen = Arc::new(LastSeen::new());
+
+    let writer = Writer {
+        sink,
+        rx,
+        snapshots,
+        diff: opts.diff,
+        last_seq: None,
+        heartbeat: opts.heartbeat,
+        last_seen: Arc::clone(&last_seen),
+    };
+    let reader = Reader {
+        id,
+        hub: hub.clone(),
+        opts: &opts,
+        replies,
+        kick: Arc::clone(&kick),
+        last_seen,
+        rate: RateWindow::new(opts.max_messages_per_sec),
+        present: None,
+    };
+
+    let (read_end, write_end) = tokio::join!(
+        async {
+            let r = reader.run(stream, &end).await;
+            end.cancel();
+            r
+        },
+        async {
+            let r = writer.run(&kick, &shutdown, &end).await;
+            end.cancel();
+            r
+        }
+    );
+    let (reader, read_reason) = read_end;
+    let reason = kick
+        .reason()
+        .map(|(_, r)| r)
+        .or(write_end)
+        .unwrap_or(read_reason);
+    let reason = if shutdown.is_cancelled() {
+        "bridge shutting down"
+    } else {
+        reason
+    };
+    reader.visitor_gone(reason).await;
+    let count = hub.leave(id, reason);
+    tracing::info!(peer = %opts.peer, path = %opts.path, client = id, reason, clients = count, "client disconnected");
+}
+
+/// When the client was last heard from, in milliseconds since the connection began.
+struct LastSeen {
+    start: Instant,
+    millis: AtomicU64,
+}
+
+impl LastSeen {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            millis: AtomicU64::new(0),
+        }
+    }
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(ms, Ordering::Relaxed);
+    }
+    fn silent_for(&self) -> Duration {
+        let ms = self.millis.load(Ordering::Relaxed);
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(ms))
+    }
+}
+
+struct Writer {
+    sink: SplitSink<WebSocket, Message>,
+    rx: mpsc::Receiver<Outbound>,
+    snapshots: SnapshotRx,
+    diff: bool,
+    last_seq: Option<u64>,
+    heartbeat: Duration,
+    last_seen: Arc<LastSeen>,
+}
+
+impl Writer {
+    /// Sends until the connection should end; returns a reason if the writer decided it.
+    async fn run(
+        mut self,
+        kick: &Kick,
+        shutdown: &CancellationToken,
+        end: &CancellationToken,
+    ) -> Option<&'static str> {
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The client's first message is the current state, if there is one.
+        self.snapshots.mark_changed();
+        loop {
+            let sent = tokio::select! {
+                biased;
+                () = end.cancelled() => return None,
+                (code, reason) = kick.kicked() => {
+                    let _ = self.close(code, reason).await;
+                    return Some(reason);
+                }
+                () = shutdown.cancelled() => {
+                    let bye = ServerMessage::SystemStatus {
+                        data: SystemStatus { status: "shutting_down" },
+                    }
+                    .to_text();
+                    if self.send(Message::Text(bye)).await.is_ok() {
+                        let _ = self.close(close::GOING_AWAY, "bridge shutting down").await;
+                    }
+                    return Some("bridge shutting down");
+                }
+                changed = self.snapshots.changed() => match changed {
+                    Ok(()) => self.send_state(false).await,
+                    // The state watcher is gone: the bridge is stopping.
+                    Err(_) => return Some("bridge shutting down"),
+                },
+                out = self.rx.recv() => match out {
+                    Some(Outbound::Text(text)) => self.send(Message::Text(text)).await,
+                    Some(Outbound::FullState) => self.send_state(true).await,
+                    None => return Some("removed from the hub"),
+                },
+                _ = heartbeat.tick() => {
+                    if self.last_seen.silent_for() > self.heartbeat * 2 {
+                        kick.kick(close::GOING_AWAY, "heartbeat timeout");
+                        continue;
+                    }
+                    self.send(Message::Ping(Default::default())).await
+                }
+            };
+            if sent.is_err() {
+                return Some("send failed");
+            }
+        }
+    }
+
+    /// Sends the newest state: a patch when the client has the one before, else in full.
+    async fn send_state(&mut self, force_full: bool) -> Result<(), ()> {
+        let Some(snapshot) = self.snapshots.borrow_and_update().clone() else {
+            return Ok(());
+        };
+        let text = match (&snapshot.patch, self.last_seq) {
+            (Some(patch), Some(last)) if self.diff && !force_full && last + 1 == snapshot.seq => {
+                patch.clone()
+            }
+            _ => snapshot.full.clone(),
+        };
+        self.last_seq = Some(snapshot.seq);
+        self.send(Message::Text(text)).await
+    }
+
+    /// Sends one frame, giving up on a client that stops taking data.
+    async fn send(&mut self, message: Message) -> Result<(), ()> {
+        let limit = self.heartbeat * 2;
+        match tokio::time::timeout(limit, self.sink.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) -> Result<(), ()> {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        self.send(Message::Close(Some(frame))).await
+    }
+}
+
+struct Reader<'a> {
+    id: u64,
+    hub: Hub,
+    opts: &'a ConnectionOptions,
+    replies: mpsc::Sender<Outbound>,
+    kick: Arc<Kick>,
+    last_seen: Arc<LastSeen>,
+    rate: RateWindow,
+    /// The visitor this connection announced with `enter` and has not yet `leave`d.
+    present: Option<String>,
+}
+
+impl Reader<'_> {
+    /// Reads until the client goes or the connection is ending; returns itself (it knows
+    /// who is still present) and why it stopped.
+    async fn run(
+        mut self,
+        mut stream: SplitStream<WebSocket>,
+        end: &CancellationToken,
+    ) -> (Self, &'static str) {
+        let reason = loop {
+            let frame = tokio::select! {
+                biased;
+                () = end.cancelled() => break "closed by the bridge",
+                frame = stream.next() => frame,
+            };
+            let message = match frame {
+                None => break "connection lost",
+                Some(Err(e)) => break self.read_error(&e),
+                Some(Ok(message)) => message,
+            };
+            self.last_seen.touch();
+            // Everything below runs to completion even if the bridge starts shutting down,
+            // so a message being written to the inbox is finished and acknowledged.
+            let outcome = match message {
+                Message::Text(text) => self.on_text(&text).await,
+                Message::Binary(_) => {
+                    let e = ClientError::new(
+                        ErrorCode::BinaryNotSupported,
+                        "binary frames are not supported; send JSON text",
+                    );
+                    self.reply_error(&e, None).await
+                }
+                Message::Close(_) => break "closed by the client",
+                Message::Ping(_) | Message::Pong(_) => Ok(()),
+            };
+            if outcome.is_err() {
+                break "closed by the bridge";
+            }
+        };
+        (self, reason)
+    }
+
+    /// Classifies a read error, closing with 1009 when the client sent too much.
+    fn read_error(&self, e: &axum::Error) -> &'static str {
+        let source = std::error::Error::source(e);
+        let capacity = source
+            .and_then(|s| s.downcast_ref::<tungstenite::Error>())
+            .is_some_and(|t| matches!(t, tungstenite::Error::Capacity(_)));
+        if capacity {
+            tracing::debug!(peer = %self.opts.peer, "message over the size limit");
+            self.kick.kick(close::TOO_BIG, "message too big");
+            "message too big"
+        } else {
+            tracing::debug!(peer = %self.opts.peer, error = %e, "read error");
+            "read error"
+        }
+    }
+
+    /// Handles one text frame. `Err` only when the client's queue is gone.
+    async fn on_text(&mut self, text: &Utf8Bytes) -> Result<(), ()> {
+        match self.rate.hit() {
+            Rate::Ok => {}
+            Rate::Refuse => {
+                let e = ClientError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} messages a second; slow down",
+                        self.opts.max_messages_per_sec
+                    ),
+                );
+                return self.reply_error(&e, None).await;
+            }
+            Rate::Close => {
+                self.kick.kick(close::POLICY, "too many messages");
+                return Err(());
+            }
+        }
+        let head = match Head::parse(text) {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::debug!(peer = %self.opts.peer, error = %e.message, "bad message");
+                return self.reply_error(&e, None).await;
+            }
+        };
+        match self.dispatch(&head, text).await {
+            Ok(true) => match head.id {
+                Some(id) => self.reply(ServerMessage::Ack { id }.to_text()).await,
+                None => Ok(()),
+            },
+            Ok(false) => Ok(()),
+            Err(e) => {
+                tracing::debug!(peer = %self.opts.peer, code = ?e.code, error = %e.message, "message refused");
+                self.reply_error(&e, head.id).await
+            }
+        }
+    }
+
+    /// Acts on a parsed message. `Ok(true)` means "acknowledge it if it has an id".
+    async fn dispatch(&mut self, head: &Head<'_>, text: &Utf8Bytes) -> Result<bool, ClientError> {
+        let kind = head.kind.as_ref();
+        if RESERVED_TYPES.contains(&kind) {
+            return Err(ClientError::new(
+                ErrorCode::ReservedType,
+                format!("`{kind}` is sent by the bridge only"),
+            ));
+        }
+        if !self.opts.agent && !VISITOR_TYPES.contains(&kind) {
+            return Err(ClientError::new(
+                ErrorCode::Forbidden,
+                format!("sending `{kind}` needs the agent token"),
+            ));
+        }
+        match kind {
+            "ping" => {
+                let pong = ServerMessage::Pong { id: head.id }.to_text();
+                self.reply(pong).await.map_err(|()| gone())?;
+                Ok(false)
+            }
+            "pong" => Ok(false),
+            "resync" => {
+                self.replies
+                    .send(Outbound::FullState)
+                    .await
+                    .map_err(|_| gone())?;
+                Ok(false)
+            }
+            "message" | "enter" | "leave" | "visitor_message" | "chat_message" => {
+                self.visitor_event(kind, head, text).await?;
+                Ok(true)
+            }
+            "agent_register" => {
+                let register: Register = serde_json::from_str(text).map_err(bad_fields)?;
+                let (agent, role) = register.into_identity()?;
+                self.hub.register(self.id, agent, role);
+                Ok(true)
+            }
+            _ => {
+                self.route(head, text)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Writes a visitor event to the inbox, then passes it on to the others.
+    async fn visitor_event(
+        &mut self,
+        kind: &str,
+        head: &Head<'_>,
+        text: &Utf8Bytes,
+    ) -> Result<(), ClientError> {
+        let fields: VisitorFields = serde_json::from_str(text).map_err(bad_fields)?;
+        let visitor = fields
+            .visitor
+            .as_deref()
+            .or(fields.agent_id.as_deref())
+            .unwrap_or("visitor");
+        if !valid_name(visitor, 64) {
+            return Err(ClientError::new(
+                ErrorCode::BadMessage,
+                "`visitor` must be 1 to 64 printable characters",
+            ));
+        }
+        let is_message = !matches!(kind, "enter" | "leave");
+        let said = if is_message {
+            let said = fields.text.as_deref().unwrap_or_default();
+            if said.trim().is_empty() {
+                return Err(ClientError::new(
+                    ErrorCode::BadMessage,
+                    "`text` must not be empty",
+                ));
+            }
+            if said.chars().count() > self.opts.max_text_chars {
+                return Err(ClientError::new(
+                    ErrorCode::TextTooLong,
+                    format!(
+                        "`text` is longer than {} characters",
+                        self.opts.max_text_chars
+                    ),
+                ));
+            }
+            Some(said)
+        } else {
+            None
+        };
+        let event = Event {
+            kind: if is_message { "message" } else { kind },
+            visitor,
+            text: said,
+            reason: None,
+            via: (kind != "message" && is_message).then_some(kind),
+            client_id: head.id,
+            peer: self.opts.peer.to_string(),
+        };
+        self.hub.inbox().write(&event).await?;
+        match kind {
+            "enter" => self.present = Some(visitor.to_owned()),
+            "leave" => self.present = None,
+            _ => {}
+        }
+        self.route(head, text)
+    }
+
+    /// Passes a message on unchanged: to its `target_id`, or to everyone else.
+    fn route(&self, head: &Head<'_>, text: &Utf8Bytes) -> Result<(), ClientError> {
+        match head.target_id.as_deref() {
+            Some(target) => self.hub.direct(target, text.clone()),
+            None => {
+                self.hub.broadcast(text.clone(), Some(self.id));
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes and relays the `leave` a visitor did not send before their connection ended.
+    async fn visitor_gone(self, reason: &str) {
+        let Some(visitor) = self.present.as_deref() else {
+            return;
+        };
+        let event = Event {
+            kind: "leave",
+            visitor,
+            text: None,
+            reason: Some(reason),
+            via: None,
+            client_id: None,
+            peer: self.opts.peer.to_string(),
+        };
+        if self.hub.inbox().write(&event).await.is_ok() {
+            let text = ServerMessage::Leave { visitor, reason }.to_text();
+            self.hub.broadcast(text, Some(self.id));
+        }
+    }
+
+    async fn reply(&self, text: Utf8Bytes) -> Result<(), ()> {
+        self.replies
+            .send(Outbound::Text(text))
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn reply_error(&self, e: &ClientError, id: Option<&RawValue>) -> Result<(), ()> {
+        let text = ServerMessage::Error {
+            code: e.code,
+            message: &e.message,
+            id,
+        }
+        .to_text();
+        self.reply(text).await
+    }
+}
+
+fn bad_fields(e: serde_json::Error) -> ClientError {
+    ClientError::new(
+        ErrorCode::BadMessage,
+        format!("a field has the wrong type: {e}"),
+    )
+}
+
+fn gone() -> ClientError {
+    ClientError::new(ErrorCode::BadMessage, "connection closing")
+}
+
+/// A fixed one-second window: over the limit, messages are refused; over twice the limit,
+/// the connection is closed.
+struct RateWindow {
+    limit: u32,
+    window_start: Instant,
+    count: u32,
+}
+
+enum Rate {
+    Ok,
+    Refuse,
+    Close,
+}
+
+impl RateWindow {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            window_start: Instant::now(),
+            count: 0,
+        }
+    }
+
+    fn hit(&mut self) -> Rate {
+        let now = Instant::now();
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        if self.count > self.limit.saturating_mul(2) {
+            Rate::Close
+        } else if self.count > self.limit {
+            Rate::Refuse
+        } else {
+            Rate::Ok
+        }
+    }
+}

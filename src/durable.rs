@@ -1,0 +1,62 @@
+//! Crash-safe file writes: a reader sees the whole file or none of it, and once these
+//! functions return, a power cut does not lose it.
+//!
+//! The recipe: a dot-named temporary file in the destination directory (so readers that
+//! skip dot-files never see it, and the rename stays on one file system), write, fsync the
+//! file, rename it into place, fsync the directory so the rename itself is on disk.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+use tempfile::{Builder, NamedTempFile};
+
+/// Replaces `dest` (in `dir`) with `bytes`. With `private`, only the owner can read it.
+pub(crate) fn write_atomically(
+    dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    private: bool,
+) -> io::Result<()> {
+    let temp = write_temp(dir, bytes, private)?;
+    temp.persist(dest).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Creates `dest` (in `dir`) with `bytes`, failing with `AlreadyExists` rather than
+/// replacing a file that is already there.
+pub(crate) fn write_new(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temp = write_temp(dir, bytes, false)?;
+    temp.persist_noclobber(dest).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+fn write_temp(dir: &Path, bytes: &[u8], private: bool) -> io::Result<NamedTempFile> {
+    let mut builder = Builder::new();
+    builder.prefix(".tmp-").suffix(".partial");
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut temp = builder.tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    Ok(temp)
+}
+
+/// Flushes a directory entry change (a rename) to disk.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows cannot open a directory as a file; NTFS journals the rename itself.
+        let _ = (dir, File::open);
+        Ok(())
+    }
+}

@@ -1,0 +1,366 @@
+//! The hub: who is connected, who is registered as which agent, and delivery to them.
+//!
+//! Every client has a bounded queue. Delivery never waits: a message that does not fit in a
+//! client's queue marks that client too slow and closes it (it reconnects and resyncs),
+//! so one stalled iPad cannot hold up the others. The registry lock is a `std` mutex held
+//! only for map operations and `try_send`, never across an `.await`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::SystemTime;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::inbox::Inbox;
+use crate::protocol::{ClientError, ErrorCode, ServerMessage, close};
+use crate::state::{SnapshotRx, StateHealth};
+
+/// A client as the status API and the app show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientInfo {
+    /// Unique for the life of the bridge.
+    pub id: u64,
+    /// The client's network address.
+    pub peer: SocketAddr,
+    /// The path it connected to (`/`, `/ws`, `/ws/matrix`).
+    pub path: String,
+    /// When it connected.
+    #[serde(serialize_with = "rfc3339")]
+    pub connected_at: SystemTime,
+    /// The agent id it registered under, if any.
+    #[serde(rename = "agentId", skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The role it registered with, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// What a client's writer task is asked to send.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A finished message, shared with every other recipient.
+    Text(Utf8Bytes),
+    /// The whole current state (the client asked for a resync).
+    FullState,
+}
+
+/// Tells a connection to close, with the first reason given.
+#[derive(Debug, Default)]
+pub(crate) struct Kick {
+    token: CancellationToken,
+    reason: OnceLock<(u16, &'static str)>,
+}
+
+impl Kick {
+    /// Asks the connection to close; only the first reason counts. True if this was it.
+    pub(crate) fn kick(&self, code: u16, reason: &'static str) -> bool {
+        let first = self.reason.set((code, reason)).is_ok();
+        self.token.cancel();
+        first
+    }
+
+    /// Completes once the connection has been told to close.
+    pub(crate) async fn kicked(&self) -> (u16, &'static str) {
+        self.token.cancelled().await;
+        self.reason().unwrap_or((close::GOING_AWAY, "closed"))
+    }
+
+    /// Why the connection was told to close, if it was.
+    pub(crate) fn reason(&self) -> Option<(u16, &'static str)> {
+        self.reason.get().copied()
+    }
+}
+
+/// A cheap-to-clone handle on the hub.
+#[derive(Clone)]
+pub(crate) struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    registry: Mutex<Registry>,
+    snapshots: SnapshotRx,
+    state_health: Arc<Mutex<StateHealth>>,
+    inbox: Inbox,
+    queue: usize,
+    next_id: AtomicU64,
+    started_at: SystemTime,
+    /// Bumped on every connect, disconnect and registration, for live views.
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Registry {
+    clients: HashMap<u64, Entry>,
+    agents: HashMap<String, u64>,
+}
+
+struct Entry {
+    tx: mpsc::Sender<Outbound>,
+    kick: Arc<Kick>,
+    info: ClientInfo,
+}
+
+/// What a new connection gets from the hub.
+pub(crate) struct Membership {
+    pub(crate) id: u64,
+    pub(crate) rx: mpsc::Receiver<Outbound>,
+    /// The connection's own way into its queue, for replies.
+    pub(crate) replies: mpsc::Sender<Outbound>,
+    pub(crate) kick: Arc<Kick>,
+    pub(crate) snapshots: SnapshotRx,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        snapshots: SnapshotRx,
+        state_health: Arc<Mutex<StateHealth>>,
+        inbox: Inbox,
+        queue: usize,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                registry: Mutex::new(Registry::default()),
+                snapshots,
+                state_health,
+                inbox,
+                queue,
+                next_id: AtomicU64::new(1),
+                started_at: SystemTime::now(),
+                changes: watch::channel(0).0,
+            }),
+        }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than stopping the whole bridge would, so recover the guard.
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn changed(&self) {
+        self.shared.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The inbox visitor events are written to.
+    pub(crate) fn inbox(&self) -> &Inbox {
+        &self.shared.inbox
+    }
+
+    /// Adds a client; returns its id, queue and kick switch. Also the number now connected.
+    pub(crate) fn join(&self, peer: SocketAddr, path: String) -> (Membership, usize) {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.shared.queue);
+        let kick = Arc::new(Kick::default());
+        let info = ClientInfo {
+            id,
+            peer,
+            path,
+            connected_at: SystemTime::now(),
+            agent_id: None,
+            role: None,
+        };
+        let count = {
+            let mut reg = self.registry();
+            reg.clients.insert(
+                id,
+                Entry {
+                    tx: tx.clone(),
+                    kick: Arc::clone(&kick),
+                    info,
+                },
+            );
+            reg.clients.len()
+        };
+        self.changed();
+        let membership = Membership {
+            id,
+            rx,
+            replies: tx,
+            kick,
+            snapshots: self.shared.snapshots.clone(),
+        };
+        (membership, count)
+    }
+
+    /// Removes a client; if it held an agent id, everyone hears `agent_left`. Returns the
+    /// number still connected.
+    pub(crate) fn leave(&self, id: u64, reason: &str) -> usize {
+        let (count, left) = {
+            let mut reg = self.registry();
+            let entry = reg.clients.remove(&id);
+            let agent = entry.and_then(|e| e.info.agent_id);
+            let left = match agent {
+                // Only if it still holds the id: after a takeover, the id lives on.
+                Some(agent) if reg.agents.get(&agent) == Some(&id) => {
+                    reg.agents.remove(&agent);
+                    Some(agent)
+                }
+                _ => None,
+            };
+            (reg.clients.len(), left)
+        };
+        if let Some(agent) = left {
+            tracing::info!(agent = %agent, reason, "agent left");
+            let text = ServerMessage::AgentLeft {
+                agent_id_camel: &agent,
+                agent_id: &agent,
+                reason,
+            }
+            .to_text();
+            self.broadcast(text, None);
+        }
+        self.changed();
+        count
+    }
+
+    /// Registers connection `id` as `agent` with `role`. A live connection holding the same
+    /// id is told why and closed: an agent reconnecting after a half-dead socket must not be
+    /// locked out by its own ghost.
+    pub(crate) fn register(&self, id: u64, agent: String, role: String) {
+        let (previous_own, replaced) = {
+            let mut reg = self.registry();
+            let replaced = match reg.agents.insert(agent.clone(), id) {
+                Some(other) if other != id => reg.clients.get_mut(&other).map(|e| {
+                    e.info.agent_id = None;
+                    e.info.role = None;
+                    Arc::clone(&e.kick)
+                }),
+                _ => None,
+            };
+            let Some(entry) = reg.clients.get_mut(&id) else {
+                return;
+            };
+            let previous_own = entry.info.agent_id.replace(agent.clone());
+            entry.info.role = Some(role.clone());
+            let previous_own = previous_own.filter(|p| *p != agent);
+            if let Some(p) = &previous_own {
+                reg.agents.remove(p);
+            }
+            (previous_own, replaced)
+        };
+        if let Some(kick) = replaced {
+            tracing::info!(agent = %agent, "agent id taken over by a new connection");
+            kick.kick(close::POLICY, "agent id taken over by a new connection");
+        }
+        if let Some(old) = previous_own {
+            let text = ServerMessage::AgentLeft {
+                agent_id_camel: &old,
+                agent_id: &old,
+                reason: "re-registered",
+            }
+            .to_text();
+            self.broadcast(text, None);
+        }
+        tracing::info!(agent = %agent, role = %role, "agent registered");
+        let text = ServerMessage::AgentJoined {
+            agent_id_camel: &agent,
+            agent_id: &agent,
+            role: &role,
+        }
+        .to_text();
+        self.broadcast(text, None);
+        self.changed();
+    }
+
+    /// Sends `text` to every client but `except`.
+    pub(crate) fn broadcast(&self, text: Utf8Bytes, except: Option<u64>) {
+        let reg = self.registry();
+        for (id, entry) in &reg.clients {
+            if Some(*id) != except {
+                deliver(entry, text.clone());
+            }
+        }
+    }
+
+    /// Sends a message that came from the bridge itself (the outbox) to everyone.
+    pub(crate) fn broadcast_from_bridge(&self, text: Utf8Bytes) {
+        self.broadcast(text, None);
+    }
+
+    /// Sends `text` only to the connection registered as `target`.
+    pub(crate) fn direct(&self, target: &str, text: Utf8Bytes) -> Result<(), ClientError> {
+        let reg = self.registry();
+        let entry = reg
+            .agents
+            .get(target)
+            .and_then(|id| reg.clients.get(id))
+            .ok_or_else(|| {
+                ClientError::new(
+                    ErrorCode::UnknownTarget,
+                    format!("no agent `{target}` is connected"),
+                )
+            })?;
+        deliver(entry, text);
+        Ok(())
+    }
+
+    /// A copy of every connected client's details.
+    pub(crate) fn clients(&self) -> Vec<ClientInfo> {
+        let mut list: Vec<ClientInfo> = self
+            .registry()
+            .clients
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        list.sort_by_key(|c| c.id);
+        list
+    }
+
+    /// How many clients are connected.
+    pub(crate) fn client_count(&self) -> usize {
+        self.registry().clients.len()
+    }
+
+    /// Notified on every connect, disconnect and registration.
+    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
+    /// The state file's health.
+    pub(crate) fn state_health(&self) -> StateHealth {
+        self.shared
+            .state_health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// When the hub started.
+    pub(crate) fn started_at(&self) -> SystemTime {
+        self.shared.started_at
+    }
+
+    /// Asks every connection to close with `code` (used when the token changes).
+    pub(crate) fn disconnect_all(&self, code: u16, reason: &'static str) {
+        for entry in self.registry().clients.values() {
+            entry.kick.kick(code, reason);
+        }
+    }
+}
+
+fn deliver(entry: &Entry, text: Utf8Bytes) {
+    match entry.tx.try_send(Outbound::Text(text)) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if entry.kick.kick(
+                close::TRY_AGAIN_LATER,
+                "too slow to keep up; reconnect to resync",
+            ) {
+                tracing::warn!(peer = %entry.info.peer, client = entry.info.id, "client too slow; closing it");
+            }
+        }
+    }
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}

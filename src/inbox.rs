@@ -1,0 +1,168 @@
+//! The durable inbox: one JSON file per visitor event, for the agent loop to read.
+//!
+//! File names sort by arrival and never collide (`20261123T101502.123Z-000042-message.json`);
+//! nothing a visitor typed goes into a name. Each file is written with [`crate::durable`], so
+//! the agent never reads half a file and an acknowledged message survives a power cut.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio_util::task::TaskTracker;
+
+use crate::durable;
+use crate::protocol::{ClientError, ErrorCode};
+
+/// Writes visitor events into the inbox directory.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    dir: PathBuf,
+    /// Makes names unique within one millisecond, and orders them.
+    counter: AtomicU64,
+    max_files: usize,
+    /// Files we believe are waiting; recounted from disk only when it reaches the limit,
+    /// since the agent deletes files without telling us.
+    waiting: AtomicUsize,
+    /// Writes run on the blocking pool; shutdown waits for them here.
+    writes: TaskTracker,
+}
+
+/// One event as the agent reads it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Event<'a> {
+    /// `message`, `enter` or `leave`.
+    #[serde(rename = "type")]
+    pub(crate) kind: &'a str,
+    /// Who.
+    pub(crate) visitor: &'a str,
+    /// What they said (messages only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) text: Option<&'a str>,
+    /// Why the bridge wrote a `leave` on the visitor's behalf.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<&'a str>,
+    /// The Matrix message type this came in as (`chat_message`, `visitor_message`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) via: Option<&'a str>,
+    /// The client's own id for the message, if it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_id: Option<&'a RawValue>,
+    /// The sender's network address.
+    pub(crate) peer: String,
+}
+
+/// The file as written: the event plus what the bridge adds.
+#[derive(Serialize)]
+struct Record<'a> {
+    id: &'a str,
+    #[serde(flatten)]
+    event: &'a Event<'a>,
+    received_at: &'a str,
+}
+
+impl Inbox {
+    /// Prepares the inbox at `dir`, which must exist.
+    pub(crate) fn new(dir: PathBuf, max_files: usize) -> Self {
+        let waiting = count_waiting(&dir).unwrap_or(0);
+        Self {
+            dir,
+            counter: AtomicU64::new(0),
+            max_files,
+            waiting: AtomicUsize::new(waiting),
+            writes: TaskTracker::new(),
+        }
+    }
+
+    /// Writes `event` durably and returns the file's id once it is on disk.
+    pub(crate) async fn write(&self, event: &Event<'_>) -> Result<String, ClientError> {
+        if self.waiting.load(Ordering::Relaxed) >= self.max_files {
+            let actual = count_waiting(&self.dir).unwrap_or(usize::MAX);
+            self.waiting.store(actual, Ordering::Relaxed);
+            if actual >= self.max_files {
+                tracing::warn!(dir = %self.dir.display(), waiting = actual, "inbox full; refusing message");
+                return Err(ClientError::new(
+                    ErrorCode::InboxFull,
+                    "the agent has too many unread messages; try again later",
+                ));
+            }
+        }
+        let received_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        // 2026-11-23T10:15:02.123Z -> 20261123T101502.123Z: sortable and safe in any file system.
+        let stamp: String = received_at
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':'))
+            .collect();
+        let dir = self.dir.clone();
+        let mut attempts = 0;
+        loop {
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let id = format!("{stamp}-{n:06}-{}", event.kind);
+            let record = Record {
+                id: &id,
+                event,
+                received_at: &received_at,
+            };
+            let bytes = serde_json::to_vec_pretty(&record).map_err(|e| {
+                ClientError::new(ErrorCode::InboxUnavailable, format!("cannot encode: {e}"))
+            })?;
+            let path = dir.join(format!("{id}.json"));
+            let dir = dir.clone();
+            let result = self
+                .writes
+                .spawn_blocking(move || durable::write_new(&dir, &path, &bytes))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+            match result {
+                Ok(()) => {
+                    self.waiting.fetch_add(1, Ordering::Relaxed);
+                    return Ok(id);
+                }
+                // Another bridge writing the same inbox in the same millisecond: next number.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
+                    attempts += 1;
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "cannot write to the inbox");
+                    return Err(ClientError::new(
+                        ErrorCode::InboxUnavailable,
+                        format!("the message could not be saved: {}", plain_io_error(&e)),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Waits for writes in progress to reach the disk.
+    pub(crate) async fn flush(&self) {
+        self.writes.close();
+        self.writes.wait().await;
+    }
+}
+
+/// Counts the event files waiting for the agent (dot-files are ours, in progress).
+fn count_waiting(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') && name.ends_with(".json") {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The operating system's error in words a visitor's screen can show.
+fn plain_io_error(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::NotFound => "the inbox directory is missing",
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            "the inbox directory is not writable"
+        }
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "the disk is full",
+        _ => "the inbox could not be written",
+    }
+}

@@ -1,0 +1,145 @@
+//! `workshop-bridge`: the headless bridge. Parses flags, sets up logging, runs the library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use workshop_bridge::{Bridge, Config, LogFormat, Overrides};
+
+/// Links an AI agent's state file and inbox to the Workshop and to other agents,
+/// over one WebSocket hub.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge (the default)
+    Serve(ServeArgs),
+    /// Print the token clients need, generating one if there is none
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Config file [default: ~/.config/workshop-bridge/config.toml, or the platform's equivalent]
+    #[arg(long, env = "WORKSHOP_BRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Config file [default: the platform's config directory]
+    #[arg(long, env = "WORKSHOP_BRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Replace the token with a new random one (clients using the old one are refused)
+    #[arg(long)]
+    regenerate: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+        Some(Command::Token(args)) => token(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One sentence, no backtrace: every error a user can cause is phrased for them.
+            let _ = writeln!(std::io::stderr(), "workshop-bridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_path(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p),
+        None => Ok(Config::default_path()?),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let path = config_path(args.config)?;
+    let mut config = Config::load(&path)?;
+    args.overrides.apply_to(&mut config);
+    init_logging(config.log_format);
+    if config.ensure_token(&path)? {
+        tracing::info!(config = %path.display(), "generated a token and saved it; show it with `workshop-bridge token`");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let bridge = Bridge::start(config).await?;
+        wait_for_signal().await;
+        bridge.shutdown().await;
+        Ok(())
+    })
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let path = config_path(args.config)?;
+    let mut config = Config::load(&path)?;
+    if args.regenerate {
+        config.token = None;
+        config.no_auth = false;
+    }
+    config.ensure_token(&path)?;
+    let token = config.token.unwrap_or_default();
+    writeln!(std::io::stdout(), "{token}").context("cannot write to standard output")?;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Ctrl-C, or SIGTERM from launchd, systemd or `kill`.
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

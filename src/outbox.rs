@@ -1,0 +1,140 @@
+//! The outbox: how the agent barks without speaking WebSocket.
+//!
+//! Any `*.json` (one message object or an array of them) or `*.yaml`/`*.yml` file that
+//! appears in the outbox directory is broadcast to every client and then removed. A file
+//! that does not parse is moved to `rejected/` with a log line saying why, so the agent's
+//! author can see what went wrong.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::protocol::RESERVED_TYPES;
+use crate::state::settle;
+
+/// Name of the directory, inside the outbox, that unreadable files are moved to.
+const REJECTED_DIR: &str = "rejected";
+
+/// Files larger than this are not messages; they are rejected unread.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Delivers outbox files until `cancel`.
+pub(crate) async fn run(dir: PathBuf, hub: Hub, wake: Arc<Notify>, cancel: CancellationToken) {
+    loop {
+        let d = dir.clone();
+        let files = tokio::task::spawn_blocking(move || process_dir(&d))
+            .await
+            .unwrap_or_default();
+        for messages in files {
+            for text in messages {
+                hub.broadcast_from_bridge(text.into());
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = wake.notified() => settle(&wake).await,
+        }
+    }
+}
+
+/// Reads, removes or rejects every waiting file, oldest name first; returns the messages of
+/// each accepted file, serialized.
+fn process_dir(dir: &Path) -> Vec<Vec<String>> {
+    let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .filter(|p| is_message_file(p))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot read the outbox");
+            return Vec::new();
+        }
+    };
+    names.sort();
+    let mut accepted = Vec::new();
+    for path in names {
+        match read_messages(&path) {
+            Ok(messages) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    // Not removed means it would be sent again on the next scan: skip it now.
+                    tracing::error!(file = %path.display(), error = %e, "cannot remove outbox file; not sending it");
+                    continue;
+                }
+                tracing::debug!(file = %path.display(), messages = messages.len(), "outbox file sent");
+                accepted.push(messages);
+            }
+            Err(reason) => reject(dir, &path, &reason),
+        }
+    }
+    accepted
+}
+
+fn is_message_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let ext = path.extension().and_then(|e| e.to_str());
+    !hidden && matches!(ext, Some("json" | "yaml" | "yml"))
+}
+
+/// Parses one file into serialized messages, or says why it cannot be sent.
+fn read_messages(path: &Path) -> Result<Vec<String>, String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(format!(
+            "{len} bytes is over the {MAX_FILE_BYTES}-byte limit"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let value: Value = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?
+    } else {
+        crate::state::parse_yaml(&text)?.ok_or("the file is empty")?
+    };
+    let messages = match value {
+        Value::Array(items) => items,
+        single @ Value::Object(_) => vec![single],
+        _ => return Err("expected a message object or an array of them".to_owned()),
+    };
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let kind = m.get("type").and_then(Value::as_str);
+            match kind {
+                None => Err(format!("message {i} has no string `type`")),
+                Some(k) if RESERVED_TYPES.contains(&k) => {
+                    Err(format!("message {i}: `{k}` is sent by the bridge only"))
+                }
+                Some(_) => Ok(m.to_string()),
+            }
+        })
+        .collect()
+}
+
+fn reject(dir: &Path, path: &Path, reason: &str) {
+    let rejected = dir.join(REJECTED_DIR);
+    let Some(name) = path.file_name() else { return };
+    let mut target = rejected.join(name);
+    let mut n = 1;
+    while target.exists() {
+        target = rejected.join(format!("{}.{n}", name.to_string_lossy()));
+        n += 1;
+    }
+    let moved = std::fs::create_dir_all(&rejected).and_then(|()| std::fs::rename(path, &target));
+    match moved {
+        Ok(()) => {
+            tracing::warn!(file = %path.display(), moved_to = %target.display(), %reason, "outbox file rejected")
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), %reason, error = %e, "outbox file rejected but cannot be moved")
+        }
+    }
+}

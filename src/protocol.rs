@@ -1,0 +1,274 @@
+//! Every message on the wire, as serde types. `docs/PROTOCOL.md` is the prose version.
+//!
+//! Client messages are parsed lazily: [`Head`] reads only what routing needs (`type`, `id`,
+//! `target_id`) so that relayed messages go out as the exact text that came in. Messages the
+//! hub acts on (visitor events, registration) are then parsed into their own types.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// WebSocket close codes the bridge uses (RFC 6455 §7.4.1).
+pub mod close {
+    /// The bridge is shutting down, or the client stopped answering heartbeats.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client broke a rule it was told about (rate limit, agent id taken over).
+    pub const POLICY: u16 = 1008;
+    /// The client sent a message larger than the limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The client reads too slowly to keep up; it should reconnect and resync.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// What the bridge reads from every client message before deciding what to do with it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Head<'a> {
+    /// The message type; any string.
+    #[serde(rename = "type", borrow)]
+    pub(crate) kind: Cow<'a, str>,
+    /// An id the client wants acknowledged (a string or a number).
+    #[serde(default, borrow)]
+    pub(crate) id: Option<&'a RawValue>,
+    /// The registered agent a directed message is for.
+    #[serde(default, borrow)]
+    pub(crate) target_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> Head<'a> {
+    /// Parses just the routing fields; the error is a sentence for the client.
+    pub(crate) fn parse(text: &'a str) -> Result<Self, ClientError> {
+        let head: Head<'a> = serde_json::from_str(text).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ClientError::new(ErrorCode::BadJson, format!("not valid JSON: {e}"))
+            } else {
+                ClientError::new(
+                    ErrorCode::BadMessage,
+                    format!("a message must be a JSON object with a string `type`: {e}"),
+                )
+            }
+        })?;
+        if let Some(id) = head.id {
+            let first = id.get().as_bytes().first().copied();
+            if !matches!(first, Some(b'"' | b'-' | b'0'..=b'9')) {
+                return Err(ClientError::new(
+                    ErrorCode::BadMessage,
+                    "`id` must be a string or a number",
+                ));
+            }
+        }
+        Ok(head)
+    }
+}
+
+/// The fields of `message`, `enter`, `leave`, `visitor_message` and `chat_message`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct VisitorFields {
+    /// Who is speaking; the Workshop page lets visitors type a name.
+    #[serde(default)]
+    pub(crate) visitor: Option<String>,
+    /// What they said (messages only).
+    #[serde(default)]
+    pub(crate) text: Option<String>,
+    /// The Matrix spelling of the speaker, for `chat_message` and `visitor_message`.
+    #[serde(default)]
+    pub(crate) agent_id: Option<String>,
+}
+
+/// An `agent_register` message. The gateway spells the id `agentId`, the rest of the Matrix
+/// protocol `agent_id`; both are accepted.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Register {
+    #[serde(default, rename = "agentId")]
+    agent_id_camel: Option<String>,
+    #[serde(default)]
+    agent_id: Option<String>,
+    /// Free-form: agent, browser, bot, …
+    #[serde(default)]
+    role: Option<String>,
+}
+
+impl Register {
+    /// The validated id and role.
+    pub(crate) fn into_identity(self) -> Result<(String, String), ClientError> {
+        let bad = |m: &str| ClientError::new(ErrorCode::BadRegister, m);
+        let id = match (self.agent_id_camel, self.agent_id) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(bad("`agentId` and `agent_id` disagree"));
+            }
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => return Err(bad("agent_register needs an `agentId`")),
+        };
+        if !valid_name(&id, 128) {
+            return Err(bad("`agentId` must be 1 to 128 printable characters"));
+        }
+        let role = self.role.unwrap_or_else(|| "agent".to_owned());
+        if !valid_name(&role, 64) {
+            return Err(bad("`role` must be 1 to 64 printable characters"));
+        }
+        Ok((id, role))
+    }
+}
+
+/// A non-empty name without control characters, at most `max` characters long.
+pub(crate) fn valid_name(s: &str, max: usize) -> bool {
+    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
+}
+
+/// Every message the bridge itself sends. Relayed messages are not here: they go out as the
+/// exact text their sender wrote.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum ServerMessage<'a> {
+    /// The whole state document.
+    State {
+        /// Grows by one per change of the file's content.
+        seq: u64,
+        /// The YAML document as JSON.
+        data: &'a serde_json::Value,
+    },
+    /// The change from state `seq - 1` to `seq`, as RFC 6902 operations.
+    StatePatch {
+        /// The state this patch produces.
+        seq: u64,
+        /// The operations.
+        patch: &'a json_patch::Patch,
+    },
+    /// The client's message with this id was accepted (and for inbox messages, is on disk).
+    Ack {
+        /// The id the client sent, echoed as it was.
+        id: &'a RawValue,
+    },
+    /// A client message was refused; the connection stays open.
+    Error {
+        /// A stable machine-readable code.
+        code: ErrorCode,
+        /// One sentence for a person.
+        message: &'a str,
+        /// The id of the refused message, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+    },
+    /// The answer to an application-level `ping`.
+    Pong {
+        /// The ping's id, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+    },
+    /// The bridge's own condition.
+    SystemStatus {
+        /// `{"status":"shutting_down"}` before a graceful shutdown.
+        data: SystemStatus,
+    },
+    /// An agent registered.
+    AgentJoined {
+        /// The gateway's spelling.
+        #[serde(rename = "agentId")]
+        agent_id_camel: &'a str,
+        /// The Matrix spelling.
+        agent_id: &'a str,
+        /// What kind of participant it is.
+        role: &'a str,
+    },
+    /// A registered agent's connection ended.
+    AgentLeft {
+        /// The gateway's spelling.
+        #[serde(rename = "agentId")]
+        agent_id_camel: &'a str,
+        /// The Matrix spelling.
+        agent_id: &'a str,
+        /// Why: closed, heartbeat timeout, replaced, too slow, shutting down.
+        reason: &'a str,
+    },
+    /// A visitor's connection ended without a `leave`; the bridge says it for them.
+    Leave {
+        /// The visitor who left.
+        visitor: &'a str,
+        /// Why the bridge wrote it.
+        reason: &'a str,
+    },
+}
+
+/// The payload of `system_status`.
+#[derive(Debug, Serialize)]
+pub(crate) struct SystemStatus {
+    /// What the bridge is doing.
+    pub(crate) status: &'static str,
+}
+
+impl ServerMessage<'_> {
+    /// Serializes once; the text is then shared by every recipient.
+    pub(crate) fn to_text(&self) -> axum::extract::ws::Utf8Bytes {
+        // Serializing these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_default().into()
+    }
+}
+
+/// Machine-readable error codes sent in `error` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    BadJson,
+    /// JSON, but not an object with a string `type`, or a field has the wrong type.
+    BadMessage,
+    /// A binary frame; the protocol is JSON text.
+    BinaryNotSupported,
+    /// The visitor's text is longer than the limit.
+    TextTooLong,
+    /// Too many messages per second.
+    RateLimited,
+    /// The inbox could not take the message (disk full, directory missing, not writable).
+    InboxUnavailable,
+    /// Too many messages wait in the inbox unread.
+    InboxFull,
+    /// A directed message names an agent that is not connected.
+    UnknownTarget,
+    /// The connection may not send this (agent token required).
+    Forbidden,
+    /// A type only the bridge sends (`state`, `ack`, …).
+    ReservedType,
+    /// A malformed `agent_register`.
+    BadRegister,
+    /// The agent id was taken over by a newer connection.
+    Replaced,
+}
+
+/// A refused client message: a code and a sentence.
+#[derive(Debug)]
+pub(crate) struct ClientError {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+impl ClientError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Types only the bridge sends; a client sending one would be impersonating it.
+pub(crate) const RESERVED_TYPES: &[&str] = &[
+    "state",
+    "state_patch",
+    "ack",
+    "error",
+    "pong",
+    "agent_joined",
+    "agent_left",
+];
+
+/// Types a viewer (without the agent token) may send: the visitor's side of the Workshop.
+pub(crate) const VISITOR_TYPES: &[&str] = &[
+    "message",
+    "enter",
+    "leave",
+    "visitor_message",
+    "chat_message",
+    "ping",
+    "pong",
+    "resync",
+];

@@ -1,0 +1,225 @@
+//! The state file: watched, parsed from YAML once per change, serialized once per change.
+//!
+//! Each change becomes a [`Snapshot`] holding the finished `state` message (and the
+//! `state_patch` from the previous one) as shared bytes, published on a `watch` channel. A
+//! client's writer only ever looks at the newest snapshot, so a slow client skips states it
+//! had no time for instead of queueing them.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::ServerMessage;
+
+/// One version of the state, ready to send.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// Grows by one per change of the parsed content.
+    pub(crate) seq: u64,
+    /// `{"type":"state","seq":…,"data":…}`.
+    pub(crate) full: Utf8Bytes,
+    /// `{"type":"state_patch",…}` from `seq - 1`, absent for the first state.
+    pub(crate) patch: Option<Utf8Bytes>,
+}
+
+/// The newest snapshot; `None` until a state file has been read.
+pub(crate) type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// How the state file is doing, for the status API and the app.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateHealth {
+    /// The file watched.
+    pub path: PathBuf,
+    /// The `seq` of the state clients have; 0 before the first load.
+    pub seq: u64,
+    /// When the file was last read successfully (changed or not).
+    #[serde(with = "rfc3339_opt")]
+    pub last_load: Option<SystemTime>,
+    /// Why the latest read was refused, if it was; clients keep the last good state.
+    pub last_error: Option<String>,
+}
+
+/// Reads the state file and publishes snapshots.
+pub(crate) struct StateFile {
+    path: PathBuf,
+    max_bytes: u64,
+    current: Option<Value>,
+    seq: u64,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    health: Arc<Mutex<StateHealth>>,
+}
+
+impl StateFile {
+    pub(crate) fn new(path: PathBuf, max_bytes: u64) -> Self {
+        let health = StateHealth {
+            path: path.clone(),
+            seq: 0,
+            last_load: None,
+            last_error: None,
+        };
+        Self {
+            path,
+            max_bytes,
+            current: None,
+            seq: 0,
+            tx: watch::channel(None).0,
+            health: Arc::new(Mutex::new(health)),
+        }
+    }
+
+    /// A receiver of snapshots, for one client.
+    pub(crate) fn subscribe(&self) -> SnapshotRx {
+        self.tx.subscribe()
+    }
+
+    /// The shared health record.
+    pub(crate) fn health(&self) -> Arc<Mutex<StateHealth>> {
+        Arc::clone(&self.health)
+    }
+
+    /// Re-reads the file and publishes a snapshot if its content changed.
+    pub(crate) async fn reload(&mut self) {
+        let path = self.path.clone();
+        let max = self.max_bytes;
+        let read = tokio::task::spawn_blocking(move || read_yaml(&path, max))
+            .await
+            .unwrap_or_else(|e| Err(format!("the reader failed: {e}")));
+        match read {
+            Ok(None) => {
+                tracing::debug!(path = %self.path.display(), "state file is empty; waiting for content");
+            }
+            Ok(Some(value)) => {
+                self.set_health(None);
+                if self.current.as_ref() != Some(&value) {
+                    self.publish(value);
+                }
+            }
+            Err(message) => {
+                tracing::warn!(path = %self.path.display(), error = %message, "keeping the last state");
+                self.set_health(Some(message));
+            }
+        }
+    }
+
+    fn publish(&mut self, value: Value) {
+        self.seq += 1;
+        let seq = self.seq;
+        let full = ServerMessage::State { seq, data: &value }.to_text();
+        let patch = self.current.as_ref().map(|old| {
+            let patch = json_patch::diff(old, &value);
+            ServerMessage::StatePatch { seq, patch: &patch }.to_text()
+        });
+        tracing::info!(seq, bytes = full.len(), "state changed");
+        self.current = Some(value);
+        if let Ok(mut h) = self.health.lock() {
+            h.seq = seq;
+        }
+        self.tx
+            .send_replace(Some(Arc::new(Snapshot { seq, full, patch })));
+    }
+
+    fn set_health(&self, error: Option<String>) {
+        if let Ok(mut h) = self.health.lock() {
+            if error.is_none() {
+                h.last_load = Some(SystemTime::now());
+            }
+            h.last_error = error;
+        }
+    }
+
+    /// Re-reads after every burst of file events until `cancel`.
+    pub(crate) async fn run(mut self, wake: Arc<Notify>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = wake.notified() => {}
+            }
+            settle(&wake).await;
+            self.reload().await;
+        }
+    }
+}
+
+/// Waits until the events stop for a moment, so a file written in several pieces is read
+/// once, whole. Bounded so a file rewritten without pause is still read regularly.
+pub(crate) async fn settle(wake: &Notify) {
+    const QUIET: Duration = Duration::from_millis(10);
+    const MAX_WAIT: Duration = Duration::from_millis(200);
+    let deadline = tokio::time::Instant::now() + MAX_WAIT;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(QUIET) => return,
+            () = wake.notified() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads and parses the file. `Ok(None)` for an empty file (most likely caught mid-write).
+fn read_yaml(path: &Path, max_bytes: u64) -> Result<Option<Value>, String> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("the state file does not exist (yet)".to_owned());
+        }
+        Err(e) => return Err(format!("cannot open the state file: {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read the state file: {e}"))?;
+    if !meta.is_file() {
+        return Err("the state file path is not a regular file".to_owned());
+    }
+    if meta.len() > max_bytes {
+        return Err(format!(
+            "the state file is {} bytes, over the {max_bytes}-byte limit",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    file.take(max_bytes + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the state file: {e}"))?;
+    if text.len() as u64 > max_bytes {
+        return Err(format!(
+            "the state file grew over the {max_bytes}-byte limit"
+        ));
+    }
+    parse_yaml(&text)
+}
+
+/// YAML text to JSON. Any document is accepted; budgets refuse alias bombs.
+pub(crate) fn parse_yaml(text: &str) -> Result<Option<Value>, String> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_saphyr::from_str::<Value>(text)
+        .map(Some)
+        .map_err(|e| format!("invalid YAML: {}", e.to_string().trim()))
+}
+
+mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}
