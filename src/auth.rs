@@ -97,7 +97,7 @@ impl Auth {
 
     fn origin_allowed(&self, origin: &str, headers: &HeaderMap) -> bool {
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        if self.allowed_origins.iter().any(|o| *o == origin) {
+        if self.allowed_origins.contains(&origin) {
             return true;
         }
         let Some(authority) = origin

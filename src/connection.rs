@@ -26,6 +26,9 @@ use crate::protocol::{
 };
 use crate::state::SnapshotRx;
 
+/// How long a last frame (goodbye, close) may take before the connection is just dropped.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What the HTTP layer decided about a connection before upgrading it.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionOptions {
@@ -35,6 +38,8 @@ pub(crate) struct ConnectionOptions {
     pub(crate) path: String,
     /// The client asked for `state_patch` messages (`?diff=1`).
     pub(crate) diff: bool,
+    /// The identity the client keeps across reconnects (`?client=`), if it sent one.
+    pub(crate) client: Option<String>,
     /// The client may register and send agent messages.
     pub(crate) agent: bool,
     /// Heartbeat interval.
@@ -101,7 +106,6 @@ pub(crate) async fn serve(
     let (reader, read_reason) = read_end;
     let reason = kick
         .reason()
-        .map(|(_, r)| r)
         .or(write_end)
         .unwrap_or(read_reason);
     let reason = if shutdown.is_cancelled() {
@@ -157,37 +161,42 @@ impl Writer {
         shutdown: &CancellationToken,
         end: &CancellationToken,
     ) -> Option<&'static str> {
-        let mut heartbeat =
-            tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The client's first message is the current state, if there is one.
         self.snapshots.mark_changed();
         loop {
             let sent = tokio::select! {
                 biased;
-                () = end.cancelled() => return None,
-                (code, reason) = kick.kicked() => {
-                    let _ = self.close(code, reason).await;
-                    return Some(reason);
+                () = end.cancelled() => {
+                    // The client closed: flush the close reply the protocol owes it.
+                    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.sink.close()).await;
+                    return None;
+                }
+                farewell = kick.kicked() => {
+                    if let Some(words) = farewell.last_words {
+                        self.send_farewell(Message::Text(words)).await;
+                    }
+                    self.close(farewell.code, farewell.reason).await;
+                    return Some(farewell.reason);
                 }
                 () = shutdown.cancelled() => {
                     let bye = ServerMessage::SystemStatus {
                         data: SystemStatus { status: "shutting_down" },
                     }
                     .to_text();
-                    if self.send(Message::Text(bye)).await.is_ok() {
-                        let _ = self.close(close::GOING_AWAY, "bridge shutting down").await;
-                    }
+                    self.send_farewell(Message::Text(bye)).await;
+                    self.close(close::GOING_AWAY, "bridge shutting down").await;
                     return Some("bridge shutting down");
                 }
                 changed = self.snapshots.changed() => match changed {
-                    Ok(()) => self.send_state(false).await,
+                    Ok(()) => self.send_state(false, kick).await,
                     // The state watcher is gone: the bridge is stopping.
                     Err(_) => return Some("bridge shutting down"),
                 },
                 out = self.rx.recv() => match out {
-                    Some(Outbound::Text(text)) => self.send(Message::Text(text)).await,
-                    Some(Outbound::FullState) => self.send_state(true).await,
+                    Some(Outbound::Text(text)) => self.send(Message::Text(text), kick).await,
+                    Some(Outbound::FullState) => self.send_state(true, kick).await,
                     None => return Some("removed from the hub"),
                 },
                 _ = heartbeat.tick() => {
@@ -195,17 +204,23 @@ impl Writer {
                         kick.kick(close::GOING_AWAY, "heartbeat timeout");
                         continue;
                     }
-                    self.send(Message::Ping(Default::default())).await
+                    self.send(Message::Ping(Default::default()), kick).await
                 }
             };
             if sent.is_err() {
+                // Kicked while a send was stuck: say why, if the socket still takes it.
+                if let Some(reason) = kick.reason() {
+                    let farewell = kick.kicked().await;
+                    self.close(farewell.code, farewell.reason).await;
+                    return Some(reason);
+                }
                 return Some("send failed");
             }
         }
     }
 
     /// Sends the newest state: a patch when the client has the one before, else in full.
-    async fn send_state(&mut self, force_full: bool) -> Result<(), ()> {
+    async fn send_state(&mut self, force_full: bool, kick: &Kick) -> Result<(), ()> {
         let Some(snapshot) = self.snapshots.borrow_and_update().clone() else {
             return Ok(());
         };
@@ -216,24 +231,33 @@ impl Writer {
             _ => snapshot.full.clone(),
         };
         self.last_seq = Some(snapshot.seq);
-        self.send(Message::Text(text)).await
+        self.send(Message::Text(text), kick).await
     }
 
-    /// Sends one frame, giving up on a client that stops taking data.
-    async fn send(&mut self, message: Message) -> Result<(), ()> {
+    /// Sends one frame. Gives up when the client stops taking data for two heartbeats, or
+    /// at once when the connection is told to close (a stalled send must not delay that).
+    async fn send(&mut self, message: Message, kick: &Kick) -> Result<(), ()> {
         let limit = self.heartbeat * 2;
-        match tokio::time::timeout(limit, self.sink.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
+        tokio::select! {
+            sent = tokio::time::timeout(limit, self.sink.send(message)) => match sent {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(()),
+            },
+            _ = kick.kicked() => Err(()),
         }
     }
 
-    async fn close(&mut self, code: u16, reason: &'static str) -> Result<(), ()> {
+    /// Sends a last frame, waiting only briefly: the connection is ending either way.
+    async fn send_farewell(&mut self, message: Message) {
+        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.sink.send(message)).await;
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        self.send(Message::Close(Some(frame))).await
+        self.send_farewell(Message::Close(Some(frame))).await;
     }
 }
 
@@ -302,7 +326,7 @@ impl Reader<'_> {
             "message too big"
         } else {
             tracing::debug!(peer = %self.opts.peer, error = %e, "read error");
-            "read error"
+            "connection lost"
         }
     }
 
@@ -441,7 +465,16 @@ impl Reader<'_> {
             client_id: head.id,
             peer: self.opts.peer.to_string(),
         };
-        self.hub.inbox().write(&event).await?;
+        // Without an identity, repeats are recognised within this connection only.
+        let identity = match &self.opts.client {
+            Some(client) => client.clone(),
+            None => format!("connection-{}", self.id),
+        };
+        let key = head.id.map(|id| (identity.as_str(), id.get()));
+        if !self.hub.inbox().write_once(key, &event).await? {
+            tracing::debug!(peer = %self.opts.peer, "repeated message acknowledged again, not written");
+            return Ok(());
+        }
         match kind {
             "enter" => self.present = Some(visitor.to_owned()),
             "leave" => self.present = None,

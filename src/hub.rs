@@ -53,26 +53,47 @@ pub(crate) enum Outbound {
 #[derive(Debug, Default)]
 pub(crate) struct Kick {
     token: CancellationToken,
-    reason: OnceLock<(u16, &'static str)>,
+    reason: OnceLock<Farewell>,
+}
+
+/// How a connection is closed: code, reason, and optionally a last message before it.
+#[derive(Debug, Clone)]
+pub(crate) struct Farewell {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+    pub(crate) last_words: Option<Utf8Bytes>,
 }
 
 impl Kick {
     /// Asks the connection to close; only the first reason counts. True if this was it.
     pub(crate) fn kick(&self, code: u16, reason: &'static str) -> bool {
-        let first = self.reason.set((code, reason)).is_ok();
+        self.kick_with(Farewell {
+            code,
+            reason,
+            last_words: None,
+        })
+    }
+
+    /// Like [`Kick::kick`], sending `farewell.last_words` first, ahead of anything queued.
+    pub(crate) fn kick_with(&self, farewell: Farewell) -> bool {
+        let first = self.reason.set(farewell).is_ok();
         self.token.cancel();
         first
     }
 
     /// Completes once the connection has been told to close.
-    pub(crate) async fn kicked(&self) -> (u16, &'static str) {
+    pub(crate) async fn kicked(&self) -> Farewell {
         self.token.cancelled().await;
-        self.reason().unwrap_or((close::GOING_AWAY, "closed"))
+        self.reason.get().cloned().unwrap_or(Farewell {
+            code: close::GOING_AWAY,
+            reason: "closed",
+            last_words: None,
+        })
     }
 
     /// Why the connection was told to close, if it was.
-    pub(crate) fn reason(&self) -> Option<(u16, &'static str)> {
-        self.reason.get().copied()
+    pub(crate) fn reason(&self) -> Option<&'static str> {
+        self.reason.get().map(|f| f.reason)
     }
 }
 
@@ -249,7 +270,19 @@ impl Hub {
         };
         if let Some(kick) = replaced {
             tracing::info!(agent = %agent, "agent id taken over by a new connection");
-            kick.kick(close::POLICY, "agent id taken over by a new connection");
+            let message = format!("agent id `{agent}` was registered by a newer connection");
+            kick.kick_with(Farewell {
+                code: close::POLICY,
+                reason: "agent id taken over by a new connection",
+                last_words: Some(
+                    ServerMessage::Error {
+                        code: ErrorCode::Replaced,
+                        message: &message,
+                        id: None,
+                    }
+                    .to_text(),
+                ),
+            });
         }
         if let Some(old) = previous_own {
             let text = ServerMessage::AgentLeft {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::task::TaskTracker;
 
+use crate::dedup::RecentIds;
 use crate::durable;
 use crate::protocol::{ClientError, ErrorCode};
 
@@ -28,6 +29,8 @@ pub(crate) struct Inbox {
     waiting: AtomicUsize,
     /// Writes run on the blocking pool; shutdown waits for them here.
     writes: TaskTracker,
+    /// Messages already written, by client identity and message id.
+    recent: RecentIds,
 }
 
 /// One event as the agent reads it.
@@ -63,6 +66,11 @@ struct Record<'a> {
     received_at: &'a str,
 }
 
+/// How long a message id is remembered: longer than any client keeps retrying.
+const REMEMBER_IDS_FOR: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// How many ids are remembered at most, whatever their age.
+const REMEMBER_IDS_MAX: usize = 65_536;
+
 impl Inbox {
     /// Prepares the inbox at `dir`, which must exist.
     pub(crate) fn new(dir: PathBuf, max_files: usize) -> Self {
@@ -73,7 +81,30 @@ impl Inbox {
             max_files,
             waiting: AtomicUsize::new(waiting),
             writes: TaskTracker::new(),
+            recent: RecentIds::new(REMEMBER_IDS_FOR, REMEMBER_IDS_MAX),
         }
+    }
+
+    /// Writes `event` once per `(client, message id)`: a repeat waits for the first write and
+    /// returns `Ok(false)` without writing again. `Ok(true)` when this call wrote it.
+    pub(crate) async fn write_once(
+        &self,
+        key: Option<(&str, &str)>,
+        event: &Event<'_>,
+    ) -> Result<bool, ClientError> {
+        let Some((client, id)) = key else {
+            self.write(event).await?;
+            return Ok(true);
+        };
+        let slot = self.recent.slot(client, id);
+        let mut wrote = false;
+        slot.get_or_try_init(|| async {
+            self.write(event).await?;
+            wrote = true;
+            Ok::<(), ClientError>(())
+        })
+        .await?;
+        Ok(wrote)
     }
 
     /// Writes `event` durably and returns the file's id once it is on disk.

@@ -18,6 +18,7 @@
 mod auth;
 pub mod config;
 mod connection;
+mod dedup;
 mod durable;
 mod error;
 mod fswatch;

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the bridge (the default)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the token clients need, generating one if there is none
     Token(TokenArgs),
 }
@@ -50,7 +50,7 @@ struct TokenArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(*args),
         None => serve(cli.serve),
         Some(Command::Token(args)) => token(args),
     };

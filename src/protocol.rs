@@ -256,7 +256,6 @@ pub(crate) const RESERVED_TYPES: &[&str] = &[
     "state_patch",
     "ack",
     "error",
-    "pong",
     "agent_joined",
     "agent_left",
 ];

@@ -53,6 +53,8 @@ pub(crate) fn router(state: AppState) -> Router {
 struct ConnectParams {
     token: Option<String>,
     diff: Option<String>,
+    /// A stable identity the client keeps across reconnects, for exactly-once messages.
+    client: Option<String>,
 }
 
 fn query_params(request: &Request) -> ConnectParams {
@@ -126,6 +128,7 @@ async fn hub_endpoint(
         peer,
         path,
         diff: matches!(params.diff.as_deref(), Some("1" | "true")),
+        client: params.client.filter(|c| crate::protocol::valid_name(c, 128)),
         agent,
         heartbeat: app.heartbeat,
         max_messages_per_sec: app.max_messages_per_sec,

@@ -203,9 +203,12 @@ pub(crate) fn parse_yaml(text: &str) -> Result<Option<Value>, String> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    serde_saphyr::from_str::<Value>(text)
-        .map(Some)
-        .map_err(|e| format!("invalid YAML: {}", e.to_string().trim()))
+    serde_saphyr::from_str::<Value>(text).map(Some).map_err(|e| {
+        // The first line says where and what; the rest is a source snippet for terminals.
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        format!("invalid YAML: {}", first.trim_start_matches("error: "))
+    })
 }
 
 mod rfc3339_opt {
@@ -221,5 +224,51 @@ mod rfc3339_opt {
             Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
             None => s.serialize_none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_yaml_becomes_json_in_file_order() {
+        let v = parse_yaml("zeta: 1\nalpha: [a, 2, true, null]\nnested: {k: 1.5}\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            v.to_string(),
+            r#"{"zeta":1,"alpha":["a",2,true,null],"nested":{"k":1.5}}"#
+        );
+        assert_eq!(parse_yaml("just a string").unwrap().unwrap(), Value::from("just a string"));
+    }
+
+    #[test]
+    fn empty_means_not_ready_and_errors_name_the_line() {
+        assert_eq!(parse_yaml("  \n").unwrap(), None);
+        let e = parse_yaml("a: 1\nb: [unclosed\nc: 3\n").unwrap_err();
+        assert!(e.starts_with("invalid YAML"), "{e}");
+        assert!(e.contains("line 3 column 2"), "{e}");
+        assert!(!e.contains('\n'), "one line for logs and the status API: {e}");
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut prev = 'a';
+        for name in 'b'..='j' {
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+            prev = name;
+        }
+        assert!(parse_yaml(&bomb).is_err());
+    }
+
+    #[test]
+    fn the_example_state_file_parses() {
+        let example = include_str!("../tests/fixtures/workshop-state.yaml");
+        let v = parse_yaml(example).unwrap().unwrap();
+        assert_eq!(v["mood"]["primary"], "contemplative");
+        assert_eq!(v["familiar"]["position"][0], 2.1);
     }
 }
