@@ -405,3 +405,97 @@ pub fn generate_token() -> Result<String, Error> {
     }
     Ok(hex)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "port = 9000\nheartbeat_secs = 5\nstate_file = \"~/w.yaml\"\n",
+        )
+        .unwrap();
+        let mut config = Config::load(&path).unwrap();
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.heartbeat_secs, 5);
+        assert_eq!(config.max_frame_bytes, Config::default().max_frame_bytes);
+        assert!(!config.state_file.starts_with("~"), "~ is expanded");
+        Overrides {
+            port: Some(9100),
+            no_auth: true,
+            ..Overrides::default()
+        }
+        .apply_to(&mut config);
+        assert_eq!(config.port, 9100);
+        assert_eq!(
+            config.heartbeat_secs, 5,
+            "unset flags keep the file's value"
+        );
+        assert!(config.no_auth);
+    }
+
+    #[test]
+    fn a_missing_file_gives_defaults_and_a_broken_one_a_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Config::load(&dir.path().join("none.toml")).unwrap(),
+            Config::default()
+        );
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "port = \"eighty\"\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.starts_with("the config file"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        std::fs::write(&path, "prot = 1\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("prot"), "unknown keys are named: {e}");
+    }
+
+    #[test]
+    fn first_run_token_is_saved_privately_keeping_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("config.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "port = 9001\n").unwrap();
+        let mut config = Config::load(&path).unwrap();
+        assert!(config.ensure_token(&path).unwrap());
+        let token = config.token.clone().unwrap();
+        assert_eq!(token.len(), 64);
+        assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
+        let reloaded = Config::load(&path).unwrap();
+        assert_eq!(reloaded.token.as_deref(), Some(token.as_str()));
+        assert_eq!(reloaded.port, 9001);
+        assert!(!config.ensure_token(&path).unwrap(), "only once");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let cases: [(fn(&mut Config), &str); 5] = [
+            (|c| c.heartbeat_secs = 0, "heartbeat_secs"),
+            (|c| c.token = Some(" ".into()), "token"),
+            (|c| c.max_connections = 0, "max_connections"),
+            (
+                |c| c.allowed_origins = vec!["evil.example".into()],
+                "allowed_origins",
+            ),
+            (|c| c.inbox_dir = PathBuf::new(), "inbox_dir"),
+        ];
+        for (break_it, field) in cases {
+            let mut config = Config::default();
+            break_it(&mut config);
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
+        assert!(Config::default().validate().is_ok());
+    }
+}

@@ -271,3 +271,87 @@ pub(crate) const VISITOR_TYPES: &[&str] = &[
     "pong",
     "resync",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_reads_only_routing_fields() {
+        let h =
+            Head::parse(r#"{"zz":[1,{"deep":true}],"type":"bark","target_id":"pip","id":"m1"}"#)
+                .unwrap();
+        assert_eq!(h.kind, "bark");
+        assert_eq!(h.target_id.as_deref(), Some("pip"));
+        assert_eq!(h.id.unwrap().get(), r#""m1""#);
+        assert_eq!(
+            Head::parse(r#"{"type":"x","id":42}"#)
+                .unwrap()
+                .id
+                .unwrap()
+                .get(),
+            "42"
+        );
+    }
+
+    #[test]
+    fn bad_messages_get_the_right_code() {
+        for (text, code) in [
+            ("not json", ErrorCode::BadJson),
+            ("{\"type\":", ErrorCode::BadJson),
+            ("[1,2]", ErrorCode::BadMessage),
+            ("{\"text\":\"no type\"}", ErrorCode::BadMessage),
+            ("{\"type\":7}", ErrorCode::BadMessage),
+            ("{\"type\":\"x\",\"id\":{\"a\":1}}", ErrorCode::BadMessage),
+            ("{\"type\":\"x\",\"target_id\":5}", ErrorCode::BadMessage),
+        ] {
+            let e = Head::parse(text).unwrap_err();
+            assert_eq!(e.code, code, "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn register_accepts_both_spellings() {
+        let r: Register = serde_json::from_str(r#"{"agentId":"timmy","role":"agent"}"#).unwrap();
+        assert_eq!(r.into_identity().unwrap(), ("timmy".into(), "agent".into()));
+        let r: Register = serde_json::from_str(r#"{"agent_id":"pip"}"#).unwrap();
+        assert_eq!(r.into_identity().unwrap(), ("pip".into(), "agent".into()));
+        for bad in [
+            r#"{}"#,
+            r#"{"agentId":""}"#,
+            r#"{"agentId":"a","agent_id":"b"}"#,
+            r#"{"agentId":"a\u0000"}"#,
+        ] {
+            let r: Register = serde_json::from_str(bad).unwrap();
+            assert_eq!(
+                r.into_identity().unwrap_err().code,
+                ErrorCode::BadRegister,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_messages_have_their_wire_shape() {
+        let data = serde_json::json!({"a": 1});
+        assert_eq!(
+            ServerMessage::State {
+                seq: 3,
+                data: &data
+            }
+            .to_text()
+            .as_str(),
+            r#"{"type":"state","seq":3,"data":{"a":1}}"#
+        );
+        assert_eq!(
+            ServerMessage::AgentJoined {
+                agent_id_camel: "t",
+                agent_id: "t",
+                role: "bot"
+            }
+            .to_text()
+            .as_str(),
+            r#"{"type":"agent_joined","agentId":"t","agent_id":"t","role":"bot"}"#
+        );
+    }
+}

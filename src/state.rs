@@ -203,12 +203,14 @@ pub(crate) fn parse_yaml(text: &str) -> Result<Option<Value>, String> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    serde_saphyr::from_str::<Value>(text).map(Some).map_err(|e| {
-        // The first line says where and what; the rest is a source snippet for terminals.
-        let text = e.to_string();
-        let first = text.lines().next().unwrap_or_default();
-        format!("invalid YAML: {}", first.trim_start_matches("error: "))
-    })
+    serde_saphyr::from_str::<Value>(text)
+        .map(Some)
+        .map_err(|e| {
+            // The first line says where and what; the rest is a source snippet for terminals.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            format!("invalid YAML: {}", first.trim_start_matches("error: "))
+        })
 }
 
 mod rfc3339_opt {
@@ -240,7 +242,10 @@ mod tests {
             v.to_string(),
             r#"{"zeta":1,"alpha":["a",2,true,null],"nested":{"k":1.5}}"#
         );
-        assert_eq!(parse_yaml("just a string").unwrap().unwrap(), Value::from("just a string"));
+        assert_eq!(
+            parse_yaml("just a string").unwrap().unwrap(),
+            Value::from("just a string")
+        );
     }
 
     #[test]
@@ -249,12 +254,17 @@ mod tests {
         let e = parse_yaml("a: 1\nb: [unclosed\nc: 3\n").unwrap_err();
         assert!(e.starts_with("invalid YAML"), "{e}");
         assert!(e.contains("line 3 column 2"), "{e}");
-        assert!(!e.contains('\n'), "one line for logs and the status API: {e}");
+        assert!(
+            !e.contains('\n'),
+            "one line for logs and the status API: {e}"
+        );
     }
 
     #[test]
     fn alias_bombs_are_refused() {
-        let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut bomb = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
         let mut prev = 'a';
         for name in 'b'..='j' {
             let refs = vec![format!("*{prev}"); 9].join(",");
