@@ -104,10 +104,7 @@ pub(crate) async fn serve(
         }
     );
     let (reader, read_reason) = read_end;
-    let reason = kick
-        .reason()
-        .or(write_end)
-        .unwrap_or(read_reason);
+    let reason = kick.reason().or(write_end).unwrap_or(read_reason);
     let reason = if shutdown.is_cancelled() {
         "bridge shutting down"
     } else {
@@ -161,7 +158,8 @@ impl Writer {
         shutdown: &CancellationToken,
         end: &CancellationToken,
     ) -> Option<&'static str> {
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The client's first message is the current state, if there is one.
         self.snapshots.mark_changed();

@@ -128,7 +128,9 @@ async fn hub_endpoint(
         peer,
         path,
         diff: matches!(params.diff.as_deref(), Some("1" | "true")),
-        client: params.client.filter(|c| crate::protocol::valid_name(c, 128)),
+        client: params
+            .client
+            .filter(|c| crate::protocol::valid_name(c, 128)),
         agent,
         heartbeat: app.heartbeat,
         max_messages_per_sec: app.max_messages_per_sec,
