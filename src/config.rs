@@ -64,6 +64,10 @@ pub struct Config {
     pub max_state_bytes: u64,
     /// Messages queued for one client before it counts as too slow and is closed.
     pub client_queue: usize,
+    /// Serve this directory (your own built Workshop, e.g. a Three.js app) at `/` instead of
+    /// the built-in page; `/client.js` stays available.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workshop_dir: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -102,6 +106,7 @@ impl Default for Config {
             max_inbox_files: 10_000,
             max_state_bytes: 16 * 1024 * 1024,
             client_queue: 256,
+            workshop_dir: None,
         }
     }
 }
@@ -175,6 +180,9 @@ pub struct Overrides {
     /// Messages queued per client before it is closed as too slow [default: 256]
     #[arg(long, env = "WORKSHOP_BRIDGE_CLIENT_QUEUE")]
     pub client_queue: Option<usize>,
+    /// Serve this directory (your own built Workshop) at / instead of the built-in page
+    #[arg(long, env = "WORKSHOP_BRIDGE_WORKSHOP_DIR")]
+    pub workshop_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -222,6 +230,9 @@ impl Overrides {
         }
         if self.poll_ms.is_some() {
             config.poll_ms = self.poll_ms;
+        }
+        if self.workshop_dir.is_some() {
+            config.workshop_dir = self.workshop_dir;
         }
         config.no_auth |= self.no_auth;
         config.no_trust_loopback |= self.no_trust_loopback;
@@ -480,7 +491,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_setting() {
-        let cases: [(fn(&mut Config), &str); 5] = [
+        type Breakage = fn(&mut Config);
+        let cases: [(Breakage, &str); 5] = [
             (|c| c.heartbeat_secs = 0, "heartbeat_secs"),
             (|c| c.token = Some(" ".into()), "token"),
             (|c| c.max_connections = 0, "max_connections"),

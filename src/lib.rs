@@ -15,6 +15,7 @@
 //! [`outbox`]: crate::outbox
 //! [`hub`]: crate::hub
 
+mod assets;
 mod auth;
 pub mod config;
 mod connection;
@@ -122,6 +123,7 @@ impl Bridge {
             max_frame_bytes: config.max_frame_bytes,
             max_messages_per_sec: config.max_messages_per_sec,
             max_text_chars: config.max_text_chars,
+            assets: assets::Assets::new(config.workshop_dir.clone()),
         });
         let serve_shutdown = shutdown.clone();
         tasks.spawn(async move {

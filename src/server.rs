@@ -1,7 +1,7 @@
 //! HTTP: the WebSocket upgrade (after auth and limits), the status API and liveness.
 //!
 //! Every hub path (`/`, `/ws`, `/ws/matrix`) reaches the same hub; `/` without an upgrade
-//! is for people and answers with a short note.
+//! is for people and gets the Workshop page (see `assets`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +36,7 @@ pub(crate) struct AppState {
     pub(crate) max_frame_bytes: usize,
     pub(crate) max_messages_per_sec: u32,
     pub(crate) max_text_chars: usize,
+    pub(crate) assets: crate::assets::Assets,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -45,6 +46,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/ws/matrix", any(hub_endpoint))
         .route("/healthz", get(healthz))
         .route("/api/gateway/status", get(status))
+        .route("/client.js", any(crate::assets::client_js))
+        .fallback(crate::assets::fallback)
         .with_state(state)
 }
 
@@ -67,11 +70,7 @@ async fn root(state: State<AppState>, peer: ConnectInfo<SocketAddr>, request: Re
     if wants_upgrade(request.headers()) {
         return hub_endpoint(state, peer, request).await;
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "Workshop Bridge is running. Connect a WebSocket to this address.\n",
-    )
-        .into_response()
+    state.assets.serve(request).await
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
