@@ -69,10 +69,10 @@ impl Auth {
         let origin = headers
             .get(header::ORIGIN)
             .map(|o| o.to_str().unwrap_or(""));
-        if let Some(origin) = origin {
-            if !self.origin_allowed(origin, headers) {
-                return Verdict::ForbiddenOrigin;
-            }
+        if let Some(origin) = origin
+            && !self.origin_allowed(origin, headers)
+        {
+            return Verdict::ForbiddenOrigin;
         }
         let presented = query_token.or_else(|| bearer(headers)).map(digest);
         let is = |secret: Option<[u8; 32]>| match (secret, presented) {

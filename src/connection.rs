@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, Kick, Membership, Outbound};
+use crate::hub::{Farewell, Hub, Kick, Membership, Outbound};
 use crate::inbox::Event;
 use crate::protocol::{
     ClientError, ErrorCode, Head, RESERVED_TYPES, Register, ServerMessage, SystemStatus,
@@ -166,17 +166,19 @@ impl Writer {
         loop {
             let sent = tokio::select! {
                 biased;
-                () = end.cancelled() => {
-                    // The client closed: flush the close reply the protocol owes it.
-                    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.sink.close()).await;
-                    return None;
-                }
+                // Before `end`: the reader kicks and then ends, and the client must still be
+                // told why (1008, 1009).
                 farewell = kick.kicked() => {
                     if let Some(words) = farewell.last_words {
                         self.send_farewell(Message::Text(words)).await;
                     }
                     self.close(farewell.code, farewell.reason).await;
                     return Some(farewell.reason);
+                }
+                () = end.cancelled() => {
+                    // The client closed: flush the close reply the protocol owes it.
+                    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.sink.close()).await;
+                    return None;
                 }
                 () = shutdown.cancelled() => {
                     let bye = ServerMessage::SystemStatus {
@@ -343,7 +345,22 @@ impl Reader<'_> {
                 return self.reply_error(&e, None).await;
             }
             Rate::Close => {
-                self.kick.kick(close::POLICY, "too many messages");
+                let message = format!(
+                    "more than {} messages a second, twice over; closing",
+                    2 * self.opts.max_messages_per_sec
+                );
+                self.kick.kick_with(Farewell {
+                    code: close::POLICY,
+                    reason: "too many messages",
+                    last_words: Some(
+                        ServerMessage::Error {
+                            code: ErrorCode::RateLimited,
+                            message: &message,
+                            id: None,
+                        }
+                        .to_text(),
+                    ),
+                });
                 return Err(());
             }
         }

@@ -74,6 +74,13 @@ impl Bridge {
         create_dir("outbox", &config.outbox_dir)?;
         check_writable(&config.inbox_dir)?;
 
+        // Watch before the first read: a change in between is then seen, not lost.
+        let poll = config.poll_ms.map(Duration::from_millis);
+        let state_name = config.state_file.file_name().map(ToOwned::to_owned);
+        let state_watch = watch_dir(&state_dir, poll, move |path| {
+            path.file_name() == state_name.as_deref()
+        })?;
+        let outbox_watch = watch_dir(&config.outbox_dir, poll, |_| true)?;
         let mut state = StateFile::new(config.state_file.clone(), config.max_state_bytes);
         state.reload().await;
         let inbox = Inbox::new(config.inbox_dir.clone(), config.max_inbox_files);
@@ -91,16 +98,6 @@ impl Bridge {
         let local_addr = listener
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
-
-        let poll = config.poll_ms.map(Duration::from_millis);
-        let state_name = config.state_file.file_name().map(ToOwned::to_owned);
-        let state_watch = watch_dir(&state_dir, poll, move |event| {
-            event
-                .paths
-                .iter()
-                .any(|p| p.file_name() == state_name.as_deref())
-        })?;
-        let outbox_watch = watch_dir(&config.outbox_dir, poll, |_| true)?;
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -159,6 +156,8 @@ impl Bridge {
 }
 
 /// A running bridge. Dropping it without [`BridgeHandle::shutdown`] stops it abruptly.
+///
+/// `Send` and `Sync`: an app can keep it in shared state and read it from any thread.
 pub struct BridgeHandle {
     local_addr: SocketAddr,
     hub: Hub,
@@ -229,6 +228,12 @@ impl BridgeHandle {
         tracing::info!("stopped");
     }
 }
+
+/// Compile-time proof of the promise above.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<BridgeHandle>();
+};
 
 fn parent_dir(path: &Path) -> std::path::PathBuf {
     match path.parent() {

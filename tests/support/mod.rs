@@ -1,0 +1,295 @@
+//! Shared helpers for the integration tests: a temporary world (state file, inbox, outbox),
+//! a bridge on a free port, and WebSocket clients that wait for events with a deadline.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use workshop_bridge::{Bridge, BridgeHandle, Config};
+
+/// How long any single expected event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A temporary home for one bridge: its state file, inbox and outbox.
+pub struct World {
+    pub dir: TempDir,
+    pub state_file: PathBuf,
+    pub inbox: PathBuf,
+    pub outbox: PathBuf,
+}
+
+impl World {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state_file = dir.path().join("timmy").join("workshop-state.yaml");
+        let inbox = dir.path().join("timmy").join("inbox");
+        let outbox = dir.path().join("timmy").join("outbox");
+        Self {
+            dir,
+            state_file,
+            inbox,
+            outbox,
+        }
+    }
+
+    /// A world whose state file already holds `yaml`.
+    pub fn with_state(yaml: &str) -> Self {
+        let world = Self::new();
+        std::fs::create_dir_all(world.state_file.parent().unwrap()).unwrap();
+        world.write_state(yaml);
+        world
+    }
+
+    /// Settings for a bridge on a free loopback port in this world.
+    pub fn config(&self) -> Config {
+        Config {
+            port: 0,
+            bind: "127.0.0.1".parse().unwrap(),
+            state_file: self.state_file.clone(),
+            inbox_dir: self.inbox.clone(),
+            outbox_dir: self.outbox.clone(),
+            token: Some(TOKEN.to_owned()),
+            ..Config::default()
+        }
+    }
+
+    /// Replaces the state file the way agents and editors do: write aside, then rename.
+    pub fn write_state(&self, yaml: &str) {
+        let dir = self.state_file.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let temp = dir.join(".state.tmp");
+        std::fs::write(&temp, yaml).unwrap();
+        std::fs::rename(&temp, &self.state_file).unwrap();
+    }
+
+    /// Drops a file into the outbox atomically (written under a dot-name, then renamed).
+    pub fn drop_in_outbox(&self, name: &str, content: &str) {
+        let temp = self.outbox.join(format!(".{name}.tmp"));
+        std::fs::write(&temp, content).unwrap();
+        std::fs::rename(&temp, self.outbox.join(name)).unwrap();
+    }
+
+    /// The inbox's event files (not dot-files), sorted by name, with their parsed content.
+    pub fn inbox_files(&self) -> Vec<(String, Value)> {
+        let mut files: Vec<(String, Value)> = std::fs::read_dir(&self.inbox)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .map(|n| {
+                let text = std::fs::read_to_string(self.inbox.join(&n)).unwrap();
+                let value = serde_json::from_str(&text).unwrap();
+                (n, value)
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files
+    }
+
+    /// Every name in the inbox, dot-files included.
+    pub fn inbox_names_all(&self) -> Vec<String> {
+        std::fs::read_dir(&self.inbox)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Waits until the inbox holds `n` event files (files have no event to await).
+    pub async fn wait_for_inbox(&self, n: usize) -> Vec<(String, Value)> {
+        wait_until(|| {
+            let files = self.inbox_files();
+            (files.len() >= n).then_some(files)
+        })
+        .await
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
+pub async fn wait_until<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Starts a bridge with `config`; installs a test log subscriber once.
+pub async fn start(config: Config) -> BridgeHandle {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    Bridge::start(config).await.unwrap()
+}
+
+/// Connects to `path_and_query` (e.g. `/ws?diff=1`) on the bridge.
+pub async fn connect(bridge: &BridgeHandle, path_and_query: &str) -> Ws {
+    try_connect(bridge, path_and_query, &[]).await.unwrap()
+}
+
+/// Connects with extra headers; the error carries the HTTP refusal if there was one.
+pub async fn try_connect(
+    bridge: &BridgeHandle,
+    path_and_query: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, WsError> {
+    let url = format!("ws://{}{path_and_query}", bridge.local_addr());
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("connect timed out")?;
+    Ok(ws)
+}
+
+/// The HTTP status of a refused upgrade, and its JSON body.
+pub fn refusal(error: WsError) -> (u16, Value) {
+    match error {
+        WsError::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| serde_json::from_slice(b).unwrap())
+                .unwrap_or(Value::Null);
+            (status, body)
+        }
+        other => panic!("expected an HTTP refusal, got {other:?}"),
+    }
+}
+
+pub async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string())).await.unwrap();
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+}
+
+/// The next text message, as raw text (pings and pongs are skipped).
+pub async fn recv_text(ws: &mut Ws) -> String {
+    loop {
+        let frame = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("no message in time")
+            .expect("connection ended")
+            .expect("read error");
+        match frame {
+            Message::Text(t) => return t.as_str().to_owned(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// The next text message, parsed.
+pub async fn recv(ws: &mut Ws) -> Value {
+    serde_json::from_str(&recv_text(ws).await).unwrap()
+}
+
+/// The next message of type `kind`, skipping others (e.g. presence or state).
+pub async fn recv_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = recv(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+/// Reads until the bridge closes the connection; returns the close frame.
+pub async fn recv_close(ws: &mut Ws) -> Option<CloseFrame> {
+    loop {
+        let frame = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("no close in time");
+        match frame {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Proves that nothing was queued for `ws` before now: a ping sent now must be answered
+/// by the very next message. Faster and surer than waiting to see if something arrives.
+pub async fn assert_nothing_pending(ws: &mut Ws) {
+    send(ws, serde_json::json!({"type": "ping", "id": "probe"})).await;
+    let next = recv(ws).await;
+    assert_eq!(
+        next,
+        serde_json::json!({"type": "pong", "id": "probe"}),
+        "something was sent before the probe's answer"
+    );
+}
+
+/// Connects and reads the initial state message.
+pub async fn connect_with_state(bridge: &BridgeHandle, path_and_query: &str) -> (Ws, Value) {
+    let mut ws = connect(bridge, path_and_query).await;
+    let state = recv_type(&mut ws, "state").await;
+    (ws, state)
+}
+
+/// A plain HTTP GET over a raw socket; returns status and body.
+pub async fn http_get(
+    bridge: &BridgeHandle,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(bridge.local_addr()).await.unwrap();
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        bridge.local_addr()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Files in `dir` (not recursive), sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
