@@ -55,6 +55,7 @@ pub struct Config {
     /// Longest visitor message text, in characters.
     pub max_text_chars: usize,
     /// Messages a connection may send per second before it is refused (and then closed).
+    /// High enough for an agent animating a scene at frame rate; the inbox has its own bound.
     pub max_messages_per_sec: u32,
     /// Most clients connected at once.
     pub max_connections: usize,
@@ -101,7 +102,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             max_frame_bytes: 1024 * 1024,
             max_text_chars: 4000,
-            max_messages_per_sec: 20,
+            max_messages_per_sec: 100,
             max_connections: 10_000,
             max_inbox_files: 10_000,
             max_state_bytes: 16 * 1024 * 1024,
@@ -165,7 +166,7 @@ pub struct Overrides {
     /// Longest visitor message, in characters [default: 4000]
     #[arg(long, env = "WORKSHOP_BRIDGE_MAX_TEXT_CHARS")]
     pub max_text_chars: Option<usize>,
-    /// Messages per second one connection may send [default: 20]
+    /// Messages per second one connection may send [default: 100]
     #[arg(long, env = "WORKSHOP_BRIDGE_MAX_MESSAGES_PER_SEC")]
     pub max_messages_per_sec: Option<u32>,
     /// Most clients connected at once [default: 10000]

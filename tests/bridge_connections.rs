@@ -1,0 +1,153 @@
+//! Connections over time: slow clients, dead clients, and a graceful goodbye.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+use workshop_bridge::Config;
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_up() {
+    let world = World::with_state("a: 1\n");
+    let bridge = start(Config {
+        client_queue: 16,
+        max_messages_per_sec: 1_000_000,
+        ..world.config()
+    })
+    .await;
+    let (mut agent, _) = connect_with_state(&bridge, "/ws/matrix").await;
+    let (mut fast, _) = connect_with_state(&bridge, "/").await;
+    let (mut stalled, _) = connect_with_state(&bridge, "/").await;
+
+    // 64 KiB barks until the stalled client's socket buffers and queue are full: enough to
+    // overflow any loopback buffer, counted rather than timed. The publisher stays at most
+    // 8 barks ahead of the fast client (its queue holds 16), so that one always keeps up.
+    const BARKS: usize = 600;
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    let text = "x".repeat(64 * 1024);
+    let reader = {
+        let window = window.clone();
+        tokio::spawn(async move {
+            for i in 0..BARKS {
+                let bark = recv(&mut fast).await;
+                assert_eq!(bark["n"], i, "the fast client gets every bark, in order");
+                window.add_permits(1);
+            }
+            fast
+        })
+    };
+    for n in 0..BARKS {
+        window.acquire().await.unwrap().forget();
+        send(&mut agent, json!({"type": "bark", "n": n, "text": text})).await;
+    }
+    let mut fast = reader.await.unwrap();
+
+    // The stalled client wakes up: it finds what fitted in its buffers, then the close.
+    let close = recv_close(&mut stalled).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1013);
+    wait_until(|| (bridge.client_count() == 2).then_some(())).await;
+    assert_nothing_pending(&mut fast).await;
+    bridge.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_two_heartbeats() {
+    let world = World::with_state("a: 1\n");
+    let bridge = start(Config {
+        heartbeat_secs: 1,
+        ..world.config()
+    })
+    .await;
+    let mut changes = bridge.subscribe_changes();
+    // This one never reads again, so it never answers the pings: dead, as far as anyone knows.
+    let (_silent, _) = connect_with_state(&bridge, "/ws").await;
+    // This one keeps reading (and so answers pings automatically).
+    let (mut alive, _) = connect_with_state(&bridge, "/ws").await;
+    let keep_alive = tokio::spawn(async move {
+        while let Some(Ok(frame)) = alive.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    });
+    tokio::time::timeout(DEADLINE, async {
+        while bridge.client_count() != 1 {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the silent client was pruned");
+    assert!(
+        !keep_alive.is_finished(),
+        "the live client is still connected"
+    );
+    bridge.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_every_client_and_closes_with_1001() {
+    let world = World::with_state("a: 1\n");
+    let bridge = start(world.config()).await;
+    let mut clients = Vec::new();
+    for path in ["/", "/ws", "/ws/matrix"] {
+        clients.push(connect_with_state(&bridge, path).await.0);
+    }
+    let (mut visitor, _) = connect_with_state(&bridge, "/").await;
+    send(
+        &mut visitor,
+        json!({"type": "enter", "visitor": "Ada", "id": 1}),
+    )
+    .await;
+    assert_eq!(recv_type(&mut visitor, "ack").await["id"], 1);
+
+    bridge.shutdown().await;
+    for ws in clients.iter_mut().chain(std::iter::once(&mut visitor)) {
+        let bye = recv_type(ws, "system_status").await;
+        assert_eq!(
+            bye,
+            json!({"type": "system_status", "data": {"status": "shutting_down"}})
+        );
+        let close = recv_close(ws).await.expect("a close frame");
+        assert_eq!(u16::from(close.code), 1001);
+    }
+    // The visitor who was present is written out as leaving.
+    let files = world.inbox_files();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[1].1["type"], "leave");
+    assert_eq!(files[1].1["reason"], "bridge shutting down");
+}
+
+#[tokio::test]
+async fn connections_and_disconnections_are_counted() {
+    let world = World::with_state("a: 1\n");
+    let bridge = start(world.config()).await;
+    assert_eq!(bridge.client_count(), 0);
+    let (a, _) = connect_with_state(&bridge, "/ws").await;
+    let (b, _) = connect_with_state(&bridge, "/ws/matrix").await;
+    let clients = bridge.clients();
+    assert_eq!(clients.len(), 2);
+    assert_eq!(clients[1].path, "/ws/matrix");
+    assert!(clients[0].peer.ip().is_loopback());
+    drop((a, b));
+    wait_until(|| (bridge.client_count() == 0).then_some(())).await;
+    bridge.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_one_clear_sentence() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let world = World::new();
+    let error = workshop_bridge::Bridge::start(Config {
+        port: taken.local_addr().unwrap().port(),
+        ..world.config()
+    })
+    .await
+    .err()
+    .expect("refused");
+    let sentence = error.to_string();
+    assert!(sentence.contains("already in use"), "{sentence}");
+    assert!(!sentence.contains('\n'));
+}

@@ -1,0 +1,323 @@
+//! The `workshop-bridge` command as a user runs it: flags, environment, config file, errors
+//! and signals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Stdio;
+
+use serde_json::json;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A `workshop-bridge` process with its own HOME and a clean environment.
+fn command(world: &World, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_workshop-bridge"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WORKSHOP_BRIDGE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HOME", world.dir.path())
+        .env("XDG_CONFIG_HOME", world.dir.path().join(".config"))
+        .env("RUST_LOG", "info")
+        .env("RUST_BACKTRACE", "1")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn serve_args(world: &World) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--state-file".into(),
+        world.state_file.display().to_string(),
+        "--inbox-dir".into(),
+        world.inbox.display().to_string(),
+        "--outbox-dir".into(),
+        world.outbox.display().to_string(),
+    ]
+}
+
+/// Reads stderr until the `listening on ws://ADDR` line; returns the address.
+async fn listening(child: &mut Child) -> std::net::SocketAddr {
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, rest)) = line.split_once("listening on ws://") {
+                let addr = rest.split_whitespace().next().unwrap();
+                return addr.parse().unwrap();
+            }
+        }
+        panic!("the bridge exited without listening");
+    })
+    .await
+    .expect("no `listening on` line in time");
+    // Keep draining stderr so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
+}
+
+async fn run_to_end(mut cmd: Command) -> (i32, String) {
+    let output = tokio::time::timeout(DEADLINE, cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn assert_one_clear_sentence(stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].starts_with("workshop-bridge: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_listens_on_a_free_port_and_sigterm_says_goodbye_and_exits_zero() {
+    let world = World::with_state("mood: calm\n");
+    let mut args = serve_args(&world);
+    args.extend(["--port".into(), "0".into()]);
+    let mut child = command(&world, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        .spawn()
+        .unwrap();
+    let addr = listening(&mut child).await;
+    assert_ne!(addr.port(), 0, "the real port is logged");
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let state = recv(&mut ws).await;
+    assert_eq!(state["data"], json!({"mood": "calm"}));
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        recv_type(&mut ws, "system_status").await["data"]["status"],
+        "shutting_down"
+    );
+    assert_eq!(u16::from(recv_close(&mut ws).await.unwrap().code), 1001);
+    // Within the two seconds the promise allows (plus slack for a loaded machine).
+    let status = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+        .await
+        .expect("exited in time")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_first_run_generates_a_private_token_that_the_token_command_prints() {
+    let world = World::with_state("a: 1\n");
+    let mut args = serve_args(&world);
+    // Without loopback trust this test's client must present the token like an iPad.
+    args.extend(["--port".into(), "0".into(), "--no-trust-loopback".into()]);
+    let mut child = command(&world, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        .spawn()
+        .unwrap();
+    let addr = listening(&mut child).await;
+    let config_file = world.dir.path().join(".config/workshop-bridge/config.toml");
+    let text = std::fs::read_to_string(&config_file).unwrap();
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    assert_eq!(token.len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let output = command(&world, &["token"]).output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), token);
+
+    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await;
+    assert!(refused.is_err(), "without the token: refused");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut ws).await["type"], "state");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_one_sentence_and_a_failure_exit() {
+    let world = World::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut args = serve_args(&world);
+    args.extend(["--port".into(), port.clone()]);
+    let (code, stderr) = run_to_end(command(
+        &world,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ))
+    .await;
+    assert_ne!(code, 0);
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains(&format!("port {port} is already in use")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_invalid_config_file_is_named_in_one_sentence() {
+    let world = World::new();
+    let config = world.dir.path().join("broken.toml");
+    std::fs::write(&config, "port = \"eighty\"\n").unwrap();
+    let (code, stderr) = run_to_end(command(
+        &world,
+        &["serve", "--config", config.to_str().unwrap()],
+    ))
+    .await;
+    assert_ne!(code, 0);
+    assert_one_clear_sentence(&stderr);
+    assert!(stderr.contains("broken.toml"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_inbox_that_cannot_be_created_is_one_sentence() {
+    let world = World::new();
+    let blocker = world.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "a file where the inbox should be").unwrap();
+    let inbox = blocker.join("inbox");
+    let mut args = serve_args(&world);
+    let i = args.iter().position(|a| a == "--inbox-dir").unwrap();
+    args[i + 1] = inbox.display().to_string();
+    args.extend(["--port".into(), "0".into(), "--no-auth".into()]);
+    let (code, stderr) = run_to_end(command(
+        &world,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ))
+    .await;
+    assert_ne!(code, 0);
+    let last = stderr.lines().last().unwrap();
+    assert!(last.contains("inbox directory"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn environment_overrides_the_config_file_and_flags_override_the_environment() {
+    let world = World::with_state("a: 1\n");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let config = world.dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!("port = {taken_port}\ntoken = \"file-token-123\"\n"),
+    )
+    .unwrap();
+    let mut args = serve_args(&world);
+    args.extend(["--config".into(), config.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // The file's port is taken; the environment's 0 wins, so it starts.
+    let mut cmd = command(&world, &args);
+    cmd.env("WORKSHOP_BRIDGE_PORT", "0");
+    let mut child = cmd.spawn().unwrap();
+    let addr = listening(&mut child).await;
+    assert_ne!(addr.port(), taken_port);
+    child.kill().await.unwrap();
+
+    // The environment names the taken port; the flag's 0 wins.
+    let mut with_flag = args.clone();
+    with_flag.extend(["--port", "0"]);
+    let mut cmd = command(&world, &with_flag);
+    cmd.env("WORKSHOP_BRIDGE_PORT", taken_port.to_string());
+    let mut child = cmd.spawn().unwrap();
+    listening(&mut child).await;
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_never_hold_the_token() {
+    let world = World::with_state("a: 1\n");
+    let mut args = serve_args(&world);
+    args.extend([
+        "--port".into(),
+        "0".into(),
+        "--log-format".into(),
+        "json".into(),
+        "--token".into(),
+        "super-secret-token-value".into(),
+        "--no-trust-loopback".into(),
+    ]);
+    let mut child = command(&world, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut seen = vec![first];
+    let addr: std::net::SocketAddr = loop {
+        let line = seen.last().unwrap().clone();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        if let Some(rest) = v["fields"]["message"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("listening on ws://"))
+        {
+            break rest.parse().unwrap();
+        }
+        seen.push(
+            tokio::time::timeout(DEADLINE, lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
+    };
+    // A wrong token and a right one: neither appears in the log.
+    let wrong =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token=wrong-guess-value")).await;
+    assert!(wrong.is_err());
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token=super-secret-token-value"))
+            .await
+            .unwrap();
+    recv(&mut ws).await;
+    drop(ws);
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    while let Ok(Some(line)) = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap()
+    {
+        seen.push(line);
+    }
+    let log = seen.join("\n");
+    assert!(log.contains("connection refused: unauthorized"), "{log}");
+    assert!(log.contains("client disconnected"), "{log}");
+    assert!(!log.contains("super-secret-token-value"), "{log}");
+    assert!(!log.contains("wrong-guess-value"), "{log}");
+    child.wait().await.unwrap();
+}
