@@ -26,6 +26,7 @@ mod fswatch;
 mod hub;
 mod inbox;
 mod outbox;
+pub mod pairing;
 pub mod protocol;
 mod server;
 mod state;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use workshop_bridge::{Bridge, Config, LogFormat, Overrides};
+use workshop_bridge::{Bridge, Config, LogFormat, Overrides, pairing};
 
 /// Links an AI agent's state file and inbox to the Workshop and to other agents,
 /// over one WebSocket hub.
@@ -26,6 +26,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the token clients need, generating one if there is none
     Token(TokenArgs),
+    /// Print the URL an iPad should open, and a QR code of it to scan
+    Qr(Box<QrArgs>),
 }
 
 #[derive(Args)]
@@ -47,12 +49,28 @@ struct TokenArgs {
     regenerate: bool,
 }
 
+#[derive(Args)]
+struct QrArgs {
+    /// Config file [default: the platform's config directory]
+    #[arg(long, env = "WORKSHOP_BRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of this machine to put in the URL [default: the one chosen in the app, else the first LAN address]
+    #[arg(long)]
+    address: Option<std::net::IpAddr>,
+    /// Workshop page to open instead of the bridge's own [default: the one set in the app]
+    #[arg(long)]
+    url: Option<String>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Serve(args)) => serve(*args),
         None => serve(cli.serve),
         Some(Command::Token(args)) => token(args),
+        Some(Command::Qr(args)) => qr(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +119,34 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     config.ensure_token(&path)?;
     let token = config.token.unwrap_or_default();
     writeln!(std::io::stdout(), "{token}").context("cannot write to standard output")?;
+    Ok(())
+}
+
+fn qr(args: QrArgs) -> anyhow::Result<()> {
+    let path = config_path(args.config)?;
+    let mut config = Config::load(&path)?;
+    args.overrides.apply_to(&mut config);
+    config.ensure_token(&path)?;
+    let settings_path = pairing::PairingSettings::path_beside(&path);
+    let mut settings = pairing::PairingSettings::load(&settings_path)?;
+    if args.address.is_some() {
+        settings.address = args.address;
+    }
+    if args.url.is_some() {
+        settings.workshop_url = args.url;
+    }
+    let pairing = pairing::pairing(&config, &settings)?;
+    let code = pairing::qr_terminal(&pairing.url)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}\n\n{code}", pairing.url).context("cannot write to standard output")?;
+    if !pairing.reachable {
+        writeln!(
+            out,
+            "Note: {} is reachable from this machine only; bind to 0.0.0.0 or pass --address.",
+            pairing.host
+        )
+        .context("cannot write to standard output")?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,249 @@
+//! The commands the settings window calls. Each is a thin call into the [`Controller`];
+//! errors come back as sentences (or a [`FormError`] naming fields) the window shows
+//! inline.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tauri::{AppHandle, Emitter, Manager, Runtime, State, WebviewWindow};
+
+use crate::controller::{Controller, Live, PairingView};
+use crate::settings::{FormError, SettingsForm, SettingsView};
+
+/// Event carrying a fresh [`Live`] whenever the status, the clients or the log change.
+pub const LIVE_EVENT: &str = "live";
+/// Event carrying whether the app launches at login, when it changes.
+pub const LOGIN_EVENT: &str = "launch-at-login";
+/// Event naming the section the settings window should show (`pairing`, …).
+pub const SECTION_EVENT: &str = "show-section";
+
+/// Launching at login, behind a trait so the commands can be tested without touching the
+/// real login items.
+pub trait LoginItem: Send + Sync {
+    /// Whether the app is registered to launch at login.
+    fn is_enabled(&self) -> Result<bool, String>;
+    /// Registers or unregisters it.
+    fn set_enabled(&self, enabled: bool) -> Result<(), String>;
+}
+
+/// The login item the app manages as state.
+pub struct LoginItems(pub Box<dyn LoginItem>);
+
+/// The real one: tauri-plugin-autostart (a LaunchAgent on macOS, an XDG autostart entry
+/// on Linux).
+pub struct AutostartLoginItem<R: Runtime>(pub AppHandle<R>);
+
+impl<R: Runtime> LoginItem for AutostartLoginItem<R> {
+    fn is_enabled(&self) -> Result<bool, String> {
+        let manager = self
+            .0
+            .try_state::<tauri_plugin_autostart::AutoLaunchManager>()
+            .ok_or("launching at login is not available")?;
+        manager.is_enabled().map_err(|e| e.to_string())
+    }
+
+    fn set_enabled(&self, enabled: bool) -> Result<(), String> {
+        let manager = self
+            .0
+            .try_state::<tauri_plugin_autostart::AutoLaunchManager>()
+            .ok_or("launching at login is not available")?;
+        let done = if enabled {
+            manager.enable()
+        } else {
+            manager.disable()
+        };
+        done.map_err(|e| format!("Cannot change launching at login: {e}"))
+    }
+}
+
+/// A login item that only remembers (for tests, and where the platform has none).
+#[derive(Default)]
+pub struct MemoryLoginItem(AtomicBool);
+
+impl LoginItem for MemoryLoginItem {
+    fn is_enabled(&self) -> Result<bool, String> {
+        Ok(self.0.load(Ordering::SeqCst))
+    }
+
+    fn set_enabled(&self, enabled: bool) -> Result<(), String> {
+        self.0.store(enabled, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The settings in effect.
+#[tauri::command]
+pub async fn get_settings(controller: State<'_, Arc<Controller>>) -> Result<SettingsView, String> {
+    Ok(controller.settings().await)
+}
+
+/// Checks the form, restarts the bridge on it and saves it; or says what is wrong.
+#[tauri::command]
+pub async fn apply_settings(
+    controller: State<'_, Arc<Controller>>,
+    form: SettingsForm,
+) -> Result<SettingsView, FormError> {
+    controller.apply(&form).await
+}
+
+/// A new token; clients holding the old one are disconnected.
+#[tauri::command]
+pub async fn regenerate_token(
+    controller: State<'_, Arc<Controller>>,
+) -> Result<SettingsView, FormError> {
+    controller.regenerate_token().await
+}
+
+/// Starts the bridge.
+#[tauri::command]
+pub async fn start_bridge(controller: State<'_, Arc<Controller>>) -> Result<Live, String> {
+    controller.start().await?;
+    Ok(controller.live().await)
+}
+
+/// Stops the bridge.
+#[tauri::command]
+pub async fn stop_bridge(controller: State<'_, Arc<Controller>>) -> Result<Live, String> {
+    controller.stop().await;
+    Ok(controller.live().await)
+}
+
+/// The live panel's contents.
+#[tauri::command]
+pub async fn live(controller: State<'_, Arc<Controller>>) -> Result<Live, String> {
+    Ok(controller.live().await)
+}
+
+/// The pairing URL and its QR code.
+#[tauri::command]
+pub async fn pairing(controller: State<'_, Arc<Controller>>) -> Result<PairingView, String> {
+    controller.pairing().await
+}
+
+/// Chooses the address the pairing URL names; an empty string means automatic.
+#[tauri::command]
+pub async fn set_pairing_address(
+    controller: State<'_, Arc<Controller>>,
+    address: String,
+) -> Result<PairingView, String> {
+    let address = match address.trim() {
+        "" => None,
+        a => Some(
+            a.parse::<IpAddr>()
+                .map_err(|_| format!("“{a}” is not an IP address."))?,
+        ),
+    };
+    controller.set_pairing_address(address).await
+}
+
+/// Whether the bridge starts with the app.
+#[tauri::command]
+pub async fn set_start_on_launch(
+    controller: State<'_, Arc<Controller>>,
+    enabled: bool,
+) -> Result<(), String> {
+    controller.set_start_on_launch(enabled).await
+}
+
+/// Whether the app launches at login.
+#[tauri::command]
+pub async fn get_launch_at_login(login: State<'_, LoginItems>) -> Result<bool, String> {
+    login.0.is_enabled()
+}
+
+/// Turns launching at login on or off, and updates the tray's checkbox.
+#[tauri::command]
+pub async fn set_launch_at_login<R: Runtime>(
+    app: AppHandle<R>,
+    login: State<'_, LoginItems>,
+    enabled: bool,
+) -> Result<bool, String> {
+    login.0.set_enabled(enabled)?;
+    let now = login.0.is_enabled()?;
+    login_changed(&app, now);
+    Ok(now)
+}
+
+/// Tells the tray and the window that launching at login is now `enabled`.
+pub fn login_changed<R: Runtime>(app: &AppHandle<R>, enabled: bool) {
+    crate::tray::set_login_checked(app, enabled);
+    if let Err(e) = app.emit(LOGIN_EVENT, enabled) {
+        tracing::debug!(error = %e, "cannot tell the window about the login item");
+    }
+}
+
+/// Asks the user for a folder (or, for `state_file`, a YAML file) with the system's file
+/// dialog; `None` when cancelled.
+#[tauri::command]
+pub async fn choose_path<R: Runtime>(
+    window: WebviewWindow<R>,
+    field: String,
+    current: String,
+) -> Result<Option<String>, String> {
+    use tauri_plugin_dialog::DialogExt;
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let current = std::path::PathBuf::from(current.trim());
+    let start = if current.is_dir() {
+        Some(current)
+    } else {
+        current
+            .parent()
+            .filter(|p| p.is_dir())
+            .map(ToOwned::to_owned)
+    };
+    let mut dialog = window.dialog().file().set_parent(&window);
+    if let Some(dir) = start {
+        dialog = dialog.set_directory(dir);
+    }
+    let send = move |picked: Option<tauri_plugin_dialog::FilePath>| {
+        let _ = tx.send(picked);
+    };
+    match field.as_str() {
+        "state_file" => dialog
+            .set_title("Choose the agent’s state file")
+            .add_filter("YAML", &["yaml", "yml"])
+            .pick_file(send),
+        "inbox_dir" => dialog
+            .set_title("Choose the inbox folder")
+            .pick_folder(send),
+        "outbox_dir" => dialog
+            .set_title("Choose the outbox folder")
+            .pick_folder(send),
+        other => return Err(format!("no folder setting is called “{other}”")),
+    }
+    let picked = rx
+        .await
+        .map_err(|_| "the file dialog closed unexpectedly")?;
+    picked
+        .map(|p| {
+            p.into_path()
+                .map(|p| p.display().to_string())
+                .map_err(|e| e.to_string())
+        })
+        .transpose()
+}
+
+/// Opens one of the bridge's folders (`inbox_dir`, `outbox_dir`, `config`) in the file
+/// manager. Only these: the window cannot make the app open arbitrary paths.
+#[tauri::command]
+pub async fn open_folder<R: Runtime>(
+    app: AppHandle<R>,
+    controller: State<'_, Arc<Controller>>,
+    which: String,
+) -> Result<(), String> {
+    let settings = controller.settings().await;
+    let path = match which.as_str() {
+        "inbox_dir" => std::path::PathBuf::from(settings.form.inbox_dir),
+        "outbox_dir" => std::path::PathBuf::from(settings.form.outbox_dir),
+        "config" => controller
+            .paths()
+            .config
+            .parent()
+            .map(ToOwned::to_owned)
+            .unwrap_or_default(),
+        other => return Err(format!("no folder is called “{other}”")),
+    };
+    crate::open_path(&app, &path)
+}

@@ -1,0 +1,542 @@
+//! The bridge inside the app: starting, stopping and restarting it on new settings, and
+//! publishing its status for the tray and the settings window.
+//!
+//! One [`Controller`] per app, managed as Tauri state. It knows nothing of windows or
+//! menus (so it is tested without them): the app subscribes to [`Controller::subscribe`]
+//! and draws.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
+
+use serde::Serialize;
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+use workshop_bridge::pairing::{self, LanAddress, PairingSettings};
+use workshop_bridge::{Bridge, BridgeHandle, ClientInfo, Config, Overrides, StateHealth};
+
+use crate::logs::{LogBuffer, LogLine};
+use crate::settings::{AppPrefs, FormError, SettingsForm, SettingsView, save_config};
+use crate::status::BridgeStatus;
+
+/// Where the app keeps its files: the config file it shares with the CLI, and the two
+/// small files beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The CLI's config file.
+    pub config: PathBuf,
+    /// The pairing choices (`pairing.toml`), shared with `workshop-bridge qr`.
+    pub pairing: PathBuf,
+    /// The app's own preferences (`app.toml`).
+    pub prefs: PathBuf,
+}
+
+impl Paths {
+    /// The files beside the config file at `config`.
+    pub fn beside(config: PathBuf) -> Self {
+        Self {
+            pairing: PairingSettings::path_beside(&config),
+            prefs: AppPrefs::path_beside(&config),
+            config,
+        }
+    }
+
+    /// `WORKSHOP_BRIDGE_CONFIG` if set (as for the CLI), else the platform's config file.
+    pub fn from_env() -> Result<Self, workshop_bridge::Error> {
+        let config = match std::env::var_os("WORKSHOP_BRIDGE_CONFIG").filter(|v| !v.is_empty()) {
+            Some(path) => PathBuf::from(path),
+            None => Config::default_path()?,
+        };
+        Ok(Self::beside(config))
+    }
+}
+
+/// Everything the settings window's live panel shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Live {
+    /// The status.
+    pub status: BridgeStatus,
+    /// The status as the tray menu words it.
+    pub line: String,
+    /// Connected clients, oldest first.
+    pub clients: Vec<ClientInfo>,
+    /// The state file's health, while the bridge runs.
+    pub state: Option<StateHealth>,
+    /// Recent log lines, oldest first.
+    pub logs: Vec<LogLine>,
+}
+
+/// What the pairing panel shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairingView {
+    /// The URL the QR code holds.
+    pub url: String,
+    /// The QR code, as SVG.
+    pub svg: String,
+    /// The address the URL names.
+    pub host: IpAddr,
+    /// Whether other devices can reach that address.
+    pub reachable: bool,
+    /// Whether the bridge listens on every address (so the user may pick one).
+    pub bind_all: bool,
+    /// This machine's LAN addresses.
+    pub addresses: Vec<LanAddress>,
+    /// The user's pick, if any.
+    pub address: Option<IpAddr>,
+}
+
+/// A running bridge, shared with the task that watches its clients. `BridgeHandle` is
+/// `Send` but not `Sync`, hence the lock; it is only ever held for a quick read.
+type SharedHandle = Arc<std::sync::Mutex<BridgeHandle>>;
+
+fn with_handle<T>(handle: &SharedHandle, f: impl FnOnce(&BridgeHandle) -> T) -> T {
+    f(&handle.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+struct Running {
+    handle: SharedHandle,
+    stop_watching: CancellationToken,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+struct Inner {
+    /// The settings in effect: the file and the environment at start, then what Apply set.
+    config: Config,
+    pairing: PairingSettings,
+    prefs: AppPrefs,
+    running: Option<Running>,
+    /// Why the config file could not be used at start; the bridge will not start on
+    /// defaults behind the user's back.
+    load_error: Option<String>,
+}
+
+/// Owns the bridge. Every change goes through one async lock, so a Start clicked during an
+/// Apply waits for it rather than racing it.
+pub struct Controller {
+    paths: Paths,
+    env_overrides: Vec<String>,
+    inner: Mutex<Inner>,
+    status: watch::Sender<BridgeStatus>,
+    logs: LogBuffer,
+    first_run: bool,
+}
+
+impl Controller {
+    /// Reads the config file (creating a token on first run, as the CLI does), applies the
+    /// `WORKSHOP_BRIDGE_*` environment, and reads the pairing and app files. A config file
+    /// that cannot be used leaves the bridge stopped with the reason as its status.
+    pub fn load(paths: Paths, logs: LogBuffer) -> Self {
+        let first_run = !paths.config.exists();
+        let env_overrides: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with("WORKSHOP_BRIDGE_") && k != "WORKSHOP_BRIDGE_CONFIG")
+            .collect();
+        let loaded = Config::load(&paths.config).and_then(|mut config| {
+            Overrides::from_env().apply_to(&mut config);
+            if config.ensure_token(&paths.config)? {
+                tracing::info!(config = %paths.config.display(), "generated a token and saved it");
+            }
+            Ok(config)
+        });
+        let (config, load_error) = match loaded {
+            Ok(config) => (config, None),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the config file");
+                (Config::default(), Some(e.to_string()))
+            }
+        };
+        let pairing = PairingSettings::load(&paths.pairing).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the pairing settings");
+            PairingSettings::default()
+        });
+        let prefs = AppPrefs::load(&paths.prefs);
+        Self::new(
+            paths,
+            config,
+            pairing,
+            prefs,
+            load_error,
+            env_overrides,
+            first_run,
+            logs,
+        )
+    }
+
+    /// A controller for `config` as given (tests; [`Controller::load`] for the app).
+    pub fn with_config(paths: Paths, config: Config, logs: LogBuffer) -> Self {
+        Self::new(
+            paths,
+            config,
+            PairingSettings::default(),
+            AppPrefs::default(),
+            None,
+            Vec::new(),
+            false,
+            logs,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        paths: Paths,
+        config: Config,
+        pairing: PairingSettings,
+        prefs: AppPrefs,
+        load_error: Option<String>,
+        env_overrides: Vec<String>,
+        first_run: bool,
+        logs: LogBuffer,
+    ) -> Self {
+        let status = match &load_error {
+            Some(message) => BridgeStatus::Error {
+                message: message.clone(),
+            },
+            None => BridgeStatus::Stopped,
+        };
+        Self {
+            paths,
+            env_overrides,
+            inner: Mutex::new(Inner {
+                config,
+                pairing,
+                prefs,
+                running: None,
+                load_error,
+            }),
+            status: watch::Sender::new(status),
+            logs,
+            first_run,
+        }
+    }
+
+    /// Whether there was no config file when the app started (so it should introduce itself).
+    pub fn first_run(&self) -> bool {
+        self.first_run
+    }
+
+    /// The app's files.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// The log lines kept for the window.
+    pub fn logs(&self) -> &LogBuffer {
+        &self.logs
+    }
+
+    /// The status now.
+    pub fn status(&self) -> BridgeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Changes whenever the status does (start, stop, error, a client comes or goes).
+    pub fn subscribe(&self) -> watch::Receiver<BridgeStatus> {
+        self.status.subscribe()
+    }
+
+    /// Whether the bridge should start with the app.
+    pub async fn start_on_launch(&self) -> bool {
+        self.inner.lock().await.prefs.start_bridge_on_launch
+    }
+
+    /// The inbox folder in effect.
+    pub async fn inbox_dir(&self) -> PathBuf {
+        self.inner.lock().await.config.inbox_dir.clone()
+    }
+
+    /// Starts the bridge on the settings in effect (nothing if it runs already).
+    pub async fn start(&self) -> Result<(), String> {
+        let mut inner = self.inner.lock().await;
+        if inner.running.is_some() {
+            return Ok(());
+        }
+        if let Some(message) = &inner.load_error {
+            self.status.send_replace(BridgeStatus::Error {
+                message: message.clone(),
+            });
+            return Err(message.clone());
+        }
+        let config = inner.config.clone();
+        let pairing = inner.pairing.clone();
+        self.start_locked(&mut inner, config, &pairing)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops the bridge, telling clients it is going away (nothing if it is stopped).
+    pub async fn stop(&self) {
+        let mut inner = self.inner.lock().await;
+        if let Some(running) = inner.running.take() {
+            shut_down(running, false).await;
+            self.status.send_replace(BridgeStatus::Stopped);
+        }
+    }
+
+    /// The form's fields and the app's settings, as in effect.
+    pub async fn settings(&self) -> SettingsView {
+        let inner = self.inner.lock().await;
+        self.view(&inner)
+    }
+
+    /// Checks the form and, when every field is good, restarts a running bridge on the new
+    /// settings and saves them. If the bridge cannot start on them (port taken, folder not
+    /// writable), it goes back to the old settings and nothing is saved.
+    pub async fn apply(&self, form: &SettingsForm) -> Result<SettingsView, FormError> {
+        let mut inner = self.inner.lock().await;
+        let (config, pairing) = form.validate(&inner.config, &inner.pairing)?;
+        self.replace_config(&mut inner, config, false).await?;
+        if pairing != inner.pairing {
+            pairing
+                .save(&self.paths.pairing)
+                .map_err(|e| FormError::general(e.to_string()))?;
+            inner.pairing = pairing;
+        }
+        tracing::info!("settings applied");
+        Ok(self.view(&inner))
+    }
+
+    /// Replaces the token with a new random one, saves it and restarts the bridge, so every
+    /// client holding the old token is disconnected and refused.
+    pub async fn regenerate_token(&self) -> Result<SettingsView, FormError> {
+        let token =
+            workshop_bridge::config::generate_token().map_err(|e| FormError::from_bridge(&e))?;
+        let mut inner = self.inner.lock().await;
+        let mut config = inner.config.clone();
+        config.token = Some(token);
+        self.replace_config(&mut inner, config, true).await?;
+        tracing::info!("token regenerated; clients were disconnected");
+        Ok(self.view(&inner))
+    }
+
+    /// Whether the bridge starts with the app; saved at once.
+    pub async fn set_start_on_launch(&self, enabled: bool) -> Result<(), String> {
+        let mut inner = self.inner.lock().await;
+        let prefs = AppPrefs {
+            start_bridge_on_launch: enabled,
+        };
+        prefs.save(&self.paths.prefs)?;
+        inner.prefs = prefs;
+        Ok(())
+    }
+
+    /// The pairing URL, its QR code and the addresses to choose from.
+    pub async fn pairing(&self) -> Result<PairingView, String> {
+        let inner = self.inner.lock().await;
+        pairing_view(&inner.config, &inner.pairing)
+    }
+
+    /// Chooses which address the pairing URL names (`None`: the first one); saved at once.
+    pub async fn set_pairing_address(
+        &self,
+        address: Option<IpAddr>,
+    ) -> Result<PairingView, String> {
+        let mut inner = self.inner.lock().await;
+        let mut pairing = inner.pairing.clone();
+        pairing.address = address;
+        pairing
+            .save(&self.paths.pairing)
+            .map_err(|e| e.to_string())?;
+        inner.pairing = pairing;
+        if let Some(running) = &inner.running {
+            // the status line names the address too
+            let host = status_host(&inner.config, &inner.pairing);
+            let (port, clients) = with_handle(&running.handle, |h| {
+                (h.local_addr().port(), h.client_count())
+            });
+            self.status.send_replace(BridgeStatus::Running {
+                host,
+                port,
+                clients,
+            });
+        }
+        pairing_view(&inner.config, &inner.pairing)
+    }
+
+    /// Everything the live panel shows.
+    pub async fn live(&self) -> Live {
+        let inner = self.inner.lock().await;
+        let (clients, mut state) = match &inner.running {
+            Some(r) => with_handle(&r.handle, |h| (h.clients(), Some(h.state_health()))),
+            None => (Vec::new(), None),
+        };
+        if let Some(state) = &mut state {
+            state.path = crate::settings::abbreviate_home(&state.path).into();
+        }
+        let status = self.status();
+        Live {
+            line: status.line(),
+            status,
+            clients,
+            state,
+            logs: self.logs.snapshot(),
+        }
+    }
+
+    fn view(&self, inner: &Inner) -> SettingsView {
+        SettingsView {
+            form: SettingsForm::from_config(&inner.config, &inner.pairing),
+            address: inner.pairing.address,
+            start_bridge_on_launch: inner.prefs.start_bridge_on_launch,
+            no_auth: inner.config.no_auth,
+            config_path: crate::settings::abbreviate_home(&self.paths.config),
+            env_overrides: self.env_overrides.clone(),
+        }
+    }
+
+    /// Puts `config` in effect: restarts a running bridge on it (back to the old one if it
+    /// cannot start) and saves it. With `kick`, clients are told the settings changed even
+    /// if the bridge is stopped or nothing else differs.
+    async fn replace_config(
+        &self,
+        inner: &mut Inner,
+        config: Config,
+        kick: bool,
+    ) -> Result<(), FormError> {
+        if config == inner.config && !kick {
+            return Ok(());
+        }
+        let pairing = inner.pairing.clone();
+        match inner.running.take() {
+            Some(running) => {
+                shut_down(running, kick).await;
+                if let Err(e) = self.start_locked(inner, config.clone(), &pairing).await {
+                    let old = inner.config.clone();
+                    if let Err(again) = self.start_locked(inner, old, &pairing).await {
+                        tracing::error!(error = %again, "cannot restart on the previous settings either");
+                    }
+                    return Err(FormError::from_bridge(&e));
+                }
+                if let Err(e) = save_config(&self.paths.config, &config) {
+                    // running on settings the file does not hold would surprise the CLI
+                    if let Some(running) = inner.running.take() {
+                        shut_down(running, false).await;
+                    }
+                    let old = inner.config.clone();
+                    if let Err(again) = self.start_locked(inner, old, &pairing).await {
+                        tracing::error!(error = %again, "cannot restart on the previous settings");
+                    }
+                    return Err(FormError::general(e));
+                }
+            }
+            None => save_config(&self.paths.config, &config).map_err(FormError::general)?,
+        }
+        inner.config = config;
+        inner.load_error = None;
+        Ok(())
+    }
+
+    /// Starts a bridge on `config` and, on success, makes it the running one. The status
+    /// says what happened either way.
+    async fn start_locked(
+        &self,
+        inner: &mut Inner,
+        config: Config,
+        pairing: &PairingSettings,
+    ) -> Result<(), workshop_bridge::Error> {
+        let host = status_host(&config, pairing);
+        match Bridge::start(config).await {
+            Ok(handle) => {
+                let port = handle.local_addr().port();
+                let clients = handle.client_count();
+                let changes = handle.subscribe_changes();
+                let handle = Arc::new(std::sync::Mutex::new(handle));
+                self.status.send_replace(BridgeStatus::Running {
+                    host,
+                    port,
+                    clients,
+                });
+                let stop_watching = CancellationToken::new();
+                let watcher = tokio::spawn(watch_clients(
+                    Arc::clone(&handle),
+                    changes,
+                    self.status.clone(),
+                    stop_watching.clone(),
+                ));
+                inner.running = Some(Running {
+                    handle,
+                    stop_watching,
+                    watcher,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the bridge cannot start");
+                self.status.send_replace(BridgeStatus::Error {
+                    message: e.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Keeps the client count in the status current.
+async fn watch_clients(
+    handle: SharedHandle,
+    mut changes: watch::Receiver<u64>,
+    status: watch::Sender<BridgeStatus>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let count = with_handle(&handle, BridgeHandle::client_count);
+                status.send_if_modified(|s| match s {
+                    BridgeStatus::Running { clients, .. } if *clients != count => {
+                        *clients = count;
+                        true
+                    }
+                    _ => false,
+                });
+            }
+        }
+    }
+}
+
+async fn shut_down(running: Running, kick: bool) {
+    running.stop_watching.cancel();
+    if let Err(e) = running.watcher.await {
+        tracing::warn!(error = %e, "the client watcher ended badly");
+    }
+    if kick {
+        with_handle(&running.handle, BridgeHandle::disconnect_all);
+    }
+    match Arc::try_unwrap(running.handle) {
+        Ok(handle) => {
+            let handle = handle.into_inner().unwrap_or_else(PoisonError::into_inner);
+            handle.shutdown().await;
+        }
+        // Nothing else keeps the handle; if something did, dropping it stops the bridge.
+        Err(_) => tracing::warn!("the bridge was stopped without its graceful shutdown"),
+    }
+}
+
+/// The address the status line names: the LAN address for a bridge on every address.
+fn status_host(config: &Config, pairing: &PairingSettings) -> IpAddr {
+    if config.bind.is_unspecified() {
+        pairing::choose_host(config.bind, pairing.address, &pairing::lan_addresses())
+    } else {
+        config.bind
+    }
+}
+
+fn pairing_view(config: &Config, settings: &PairingSettings) -> Result<PairingView, String> {
+    let addresses = pairing::lan_addresses();
+    let host = pairing::choose_host(config.bind, settings.address, &addresses);
+    let url = pairing::workshop_url(config, host, settings.workshop_url.as_deref())
+        .map_err(|e| e.to_string())?;
+    let svg = pairing::qr_svg(&url).map_err(|e| e.to_string())?;
+    Ok(PairingView {
+        url,
+        svg,
+        host,
+        reachable: !host.is_loopback(),
+        bind_all: config.bind.is_unspecified(),
+        addresses,
+        address: settings.address,
+    })
+}

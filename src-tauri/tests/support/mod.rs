@@ -1,0 +1,188 @@
+//! Running the real app binary for the end-to-end tests: under Xvfb and a private D-Bus
+//! session, with a temporary HOME, in its own process group so the whole tree goes away.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
+
+/// The app binary cargo built for these tests.
+pub const APP: &str = env!("CARGO_BIN_EXE_workshop-bridge-app");
+
+/// How long the first window and WebKit may take to come up on a busy 2-core machine.
+pub const STARTUP: Duration = Duration::from_secs(120);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary home with the bridge's files in it, and the environment that points the
+/// app there (bound to loopback: nothing in these tests is reachable from outside).
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("config").join("config.toml")
+    }
+
+    pub fn apply_env(&self, cmd: &mut Command) {
+        let home = self.path();
+        cmd.env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("WORKSHOP_BRIDGE_CONFIG", self.config())
+            .env("WORKSHOP_BRIDGE_BIND", "127.0.0.1")
+            .env("WORKSHOP_BRIDGE_STATE_FILE", home.join("state.yaml"))
+            .env("WORKSHOP_BRIDGE_INBOX_DIR", home.join("inbox"))
+            .env("WORKSHOP_BRIDGE_OUTBOX_DIR", home.join("outbox"))
+            .env("RUST_LOG", "info")
+            .env("NO_AT_BRIDGE", "1")
+            .env_remove("WORKSHOP_BRIDGE_PORT")
+            .env_remove("WORKSHOP_BRIDGE_TOKEN");
+    }
+}
+
+/// The value of `name=value` in a log line.
+pub fn field(line: &str, name: &str) -> String {
+    let prefix = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in “{line}”"))
+        .to_owned()
+}
+
+/// Whether the tools these tests need are installed (scripts/test-app installs them).
+pub fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A process tree started under `xvfb-run -a dbus-launch --exit-with-session`, killed
+/// (the whole group) when dropped.
+pub struct Desktop {
+    pub child: Child,
+    stderr: Option<Lines<BufReader<ChildStderr>>>,
+}
+
+impl Desktop {
+    pub fn spawn(program: &str, args: &[&str], home: &Home, env: &[(&str, String)]) -> Self {
+        for tool in ["xvfb-run", "dbus-launch"] {
+            assert!(
+                have(tool),
+                "{tool} is missing: run scripts/test-app, which installs it"
+            );
+        }
+        let mut cmd = Command::new("xvfb-run");
+        cmd.args([
+            "-a",
+            "-s",
+            "-screen 0 1280x800x24",
+            "dbus-launch",
+            "--exit-with-session",
+        ])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+        home.apply_env(&mut cmd);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("cannot start xvfb-run");
+        let stderr = Some(BufReader::new(child.stderr.take().unwrap()).lines());
+        Self { child, stderr }
+    }
+
+    /// Reads stderr until a line contains `needle`; returns it. Every line read is echoed
+    /// so a failure shows what the app said.
+    pub async fn wait_for_line(&mut self, needle: &str, within: Duration) -> String {
+        let stderr = self.stderr.as_mut().expect("stderr is being echoed");
+        let found = tokio::time::timeout(within, async {
+            while let Some(line) = stderr.next_line().await.unwrap() {
+                eprintln!("  app| {line}");
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("the app exited before saying “{needle}”"),
+            Err(_) => panic!("the app did not say “{needle}” within {within:?}"),
+        }
+    }
+
+    /// Echoes what the processes print from now on, in the background (so they never
+    /// block on a full pipe while the test does something else).
+    pub fn echo_in_background(&mut self) {
+        if let Some(mut stderr) = self.stderr.take() {
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = stderr.next_line().await {
+                    eprintln!("  app| {line}");
+                }
+            });
+        }
+    }
+
+    /// Sends SIGTERM to the whole group (the app quits gracefully on it) and waits.
+    pub async fn terminate(mut self) {
+        self.signal_group(Signal::SIGTERM);
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
+    }
+
+    /// Signals the group this tree runs in (and nothing else: a group id, never -1).
+    fn signal_group(&self, signal: Signal) {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 1)
+        {
+            let _ = killpg(Pid::from_raw(pid), signal);
+        }
+    }
+}
+
+/// Sends `signal` to the one process `pid` (as printed in the app's log).
+pub fn signal_process(pid: &str, signal: Signal) {
+    let pid: i32 = pid.parse().expect("a process id");
+    assert!(pid > 1, "refusing to signal {pid}");
+    nix::sys::signal::kill(Pid::from_raw(pid), signal).expect("cannot signal the app");
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        self.signal_group(Signal::SIGKILL);
+    }
+}

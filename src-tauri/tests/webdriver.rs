@@ -1,0 +1,241 @@
+//! The settings window driven like a person would, through WebDriver: tauri-driver in
+//! front of WebKitWebDriver (Debian's webkit2gtk-driver), the real app behind it.
+//!
+//! `scripts/test-app` installs both and runs this with `--include-ignored`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{APP, Desktop, Home, free_port, have};
+
+const NATIVE_DRIVER: &str = "/usr/bin/WebKitWebDriver";
+
+/// A minimal W3C WebDriver client: just what this test needs.
+struct WebDriver {
+    agent: ureq::Agent,
+    base: String,
+    session: String,
+}
+
+impl WebDriver {
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into()
+    }
+
+    /// Waits for the driver to listen (nothing to await but its port), then opens the app
+    /// with its settings window.
+    fn start(port: u16) -> Self {
+        let agent = Self::agent();
+        let base = format!("http://127.0.0.1:{port}");
+        poll("tauri-driver to listen", Duration::from_secs(60), || {
+            agent.get(&format!("{base}/status")).call().ok().map(|_| ())
+        });
+        let mut response = agent
+            .post(&format!("{base}/session"))
+            .send_json(json!({
+                "capabilities": { "alwaysMatch": {
+                    "tauri:options": { "application": APP, "args": ["--settings"] }
+                }}
+            }))
+            .unwrap();
+        let body: Value = response.body_mut().read_json().unwrap();
+        let session = body["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {body}"))
+            .to_owned();
+        Self {
+            agent,
+            base,
+            session,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut response = match method {
+            "GET" => self.agent.get(&url).call(),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self.agent.post(&url).send_json(body),
+        }
+        .unwrap();
+        let value: Value = response.body_mut().read_json().unwrap();
+        assert!(
+            value["value"].get("error").is_none(),
+            "{method} {path}: {value}"
+        );
+        value["value"].clone()
+    }
+
+    fn script(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+    }
+
+    fn element(&self, css: &str) -> String {
+        let found = self.call(
+            "POST",
+            "/element",
+            json!({ "using": "css selector", "value": css }),
+        );
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.call("POST", &format!("/element/{id}/clear"), json!({}));
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            json!({ "text": text }),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.call("POST", &format!("/element/{id}/click"), json!({}));
+    }
+
+    /// Polls the page until `script` returns a non-empty string (the page changes on its
+    /// own time; WebDriver has no event to await).
+    fn wait_for_text(&self, script: &str) -> String {
+        poll(script, Duration::from_secs(60), || {
+            self.script(script)
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(ToOwned::to_owned)
+        })
+    }
+
+    fn quit(self) {
+        let url = format!("{}/session/{}", self.base, self.session);
+        let _ = self.agent.delete(&url).call();
+    }
+}
+
+/// Bounded polling, for the few things that cannot be awaited.
+fn poll<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn answers_health(port: u16) -> bool {
+    let agent = WebDriver::agent();
+    agent
+        .get(&format!("http://127.0.0.1:{port}/healthz"))
+        .call()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+fn listens(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Xvfb, tauri-driver and WebKitWebDriver; run scripts/test-app"]
+async fn changing_the_port_in_the_settings_window_moves_the_bridge() {
+    assert!(
+        have("tauri-driver"),
+        "tauri-driver is missing: run scripts/test-app"
+    );
+    assert!(
+        std::path::Path::new(NATIVE_DRIVER).exists(),
+        "{NATIVE_DRIVER} is missing: apt-get install webkit2gtk-driver"
+    );
+    let home = Home::new();
+    let old_port = free_port();
+    let new_port = free_port();
+    std::fs::create_dir_all(home.config().parent().unwrap()).unwrap();
+    std::fs::write(
+        home.config(),
+        format!("port = {old_port}\ntoken = \"webdriver-test-token\"\n"),
+    )
+    .unwrap();
+
+    let driver_port = free_port();
+    let native_port = free_port();
+    let mut desktop = Desktop::spawn(
+        "tauri-driver",
+        &[
+            "--port",
+            &driver_port.to_string(),
+            "--native-port",
+            &native_port.to_string(),
+            "--native-driver",
+            NATIVE_DRIVER,
+        ],
+        &home,
+        &[],
+    );
+    desktop.echo_in_background();
+
+    tokio::task::block_in_place(|| {
+        let wd = WebDriver::start(driver_port);
+        wd.wait_for_text("return document.body.dataset.ready || ''");
+        poll(
+            "the bridge on the old port",
+            Duration::from_secs(30),
+            || answers_health(old_port).then_some(()),
+        );
+
+        // a port that cannot be: an inline message, and nothing changes
+        wd.type_into("#port", "70000");
+        wd.click("#apply");
+        let message = wd.wait_for_text(
+            "return document.querySelector('.error-text[data-for=port]').textContent",
+        );
+        assert_eq!(
+            message,
+            "“70000” is not a port: enter a number from 1 to 65535."
+        );
+        assert!(answers_health(old_port));
+
+        // a good port: Apply restarts the bridge there
+        wd.type_into("#port", &new_port.to_string());
+        wd.click("#apply");
+        let applied = wd.wait_for_text(
+            "const m = document.querySelector('#bar-message'); return m.classList.contains('ok') ? m.textContent : ''",
+        );
+        assert!(applied.starts_with("Applied"), "{applied}");
+        assert!(
+            answers_health(new_port),
+            "the bridge answers on the new port"
+        );
+        assert!(!listens(old_port), "and no longer on the old one");
+        let saved = workshop_bridge::Config::load(&home.config()).unwrap();
+        assert_eq!(saved.port, new_port);
+
+        // the status the window shows follows
+        let line = wd.wait_for_text(&format!(
+            "const t = document.querySelector('#hero-line').textContent; return t.includes(':{new_port}') ? t : ''"
+        ));
+        assert!(line.contains("0 clients"), "{line}");
+        wd.quit();
+    });
+    desktop.terminate().await;
+}
