@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A `workshop-bridge` process with its own HOME and a clean environment.
-fn command(world: &World, args: &[&str]) -> Command {
+fn command<S: AsRef<std::ffi::OsStr>>(world: &World, args: impl IntoIterator<Item = S>) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_workshop-bridge"));
     for (key, _) in std::env::vars() {
         if key.starts_with("WORKSHOP_BRIDGE_") {
@@ -76,6 +76,15 @@ async fn run_to_end(mut cmd: Command) -> (i32, String) {
     )
 }
 
+/// The run failed, and its last line is the bridge's one sentence about `needle`.
+fn assert_fails_with(code: i32, stderr: &str, needle: &str) {
+    assert_ne!(code, 0, "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("workshop-bridge: "), "{stderr}");
+    assert!(last.contains(needle), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 fn assert_one_clear_sentence(stderr: &str) {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
@@ -91,9 +100,7 @@ async fn serve_listens_on_a_free_port_and_sigterm_says_goodbye_and_exits_zero() 
     let world = World::with_state("mood: calm\n");
     let mut args = serve_args(&world);
     args.extend(["--port".into(), "0".into()]);
-    let mut child = command(&world, &args.iter().map(String::as_str).collect::<Vec<_>>())
-        .spawn()
-        .unwrap();
+    let mut child = command(&world, &args).spawn().unwrap();
     let addr = listening(&mut child).await;
     assert_ne!(addr.port(), 0, "the real port is logged");
 
@@ -128,9 +135,7 @@ async fn the_first_run_generates_a_private_token_that_the_token_command_prints()
     let mut args = serve_args(&world);
     // Without loopback trust this test's client must present the token like an iPad.
     args.extend(["--port".into(), "0".into(), "--no-trust-loopback".into()]);
-    let mut child = command(&world, &args.iter().map(String::as_str).collect::<Vec<_>>())
-        .spawn()
-        .unwrap();
+    let mut child = command(&world, &args).spawn().unwrap();
     let addr = listening(&mut child).await;
     let config_file = world.dir.path().join(".config/workshop-bridge/config.toml");
     let text = std::fs::read_to_string(&config_file).unwrap();
@@ -169,18 +174,8 @@ async fn a_port_in_use_is_one_sentence_and_a_failure_exit() {
     let port = taken.local_addr().unwrap().port().to_string();
     let mut args = serve_args(&world);
     args.extend(["--port".into(), port.clone()]);
-    let (code, stderr) = run_to_end(command(
-        &world,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    ))
-    .await;
-    assert_ne!(code, 0);
-    let last = stderr.lines().last().unwrap();
-    assert!(
-        last.contains(&format!("port {port} is already in use")),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (code, stderr) = run_to_end(command(&world, &args)).await;
+    assert_fails_with(code, &stderr, &format!("port {port} is already in use"));
 }
 
 #[tokio::test]
@@ -208,15 +203,8 @@ async fn an_inbox_that_cannot_be_created_is_one_sentence() {
     let i = args.iter().position(|a| a == "--inbox-dir").unwrap();
     args[i + 1] = inbox.display().to_string();
     args.extend(["--port".into(), "0".into(), "--no-auth".into()]);
-    let (code, stderr) = run_to_end(command(
-        &world,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    ))
-    .await;
-    assert_ne!(code, 0);
-    let last = stderr.lines().last().unwrap();
-    assert!(last.contains("inbox directory"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (code, stderr) = run_to_end(command(&world, &args)).await;
+    assert_fails_with(code, &stderr, "inbox directory");
 }
 
 #[tokio::test]
@@ -265,9 +253,7 @@ async fn json_logs_are_one_object_per_line_and_never_hold_the_token() {
         "super-secret-token-value".into(),
         "--no-trust-loopback".into(),
     ]);
-    let mut child = command(&world, &args.iter().map(String::as_str).collect::<Vec<_>>())
-        .spawn()
-        .unwrap();
+    let mut child = command(&world, &args).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let first = tokio::time::timeout(DEADLINE, lines.next_line())

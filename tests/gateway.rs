@@ -3,10 +3,8 @@
 
 mod support;
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::*;
-use tokio_tungstenite::tungstenite::Message;
 use workshop_bridge::Config;
 
 /// Connects on `/ws/matrix` and registers as `id` with `role`; returns the socket after the
@@ -55,44 +53,17 @@ async fn a_closed_or_dead_agent_connection_is_announced_as_left() {
     })
     .await;
     let (mut ipad, _) = connect_with_state(&bridge, "/").await;
-    let ipad_reader = async {
-        // Keep answering pings while we wait: only the agents go silent.
-        loop {
-            match ipad.next().await.unwrap().unwrap() {
-                Message::Text(t) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    if v["type"] == "agent_left" {
-                        return v;
-                    }
-                }
-                _ => continue,
-            }
-        }
-    };
 
     let mut closer = agent(&bridge, "closer", "bot").await;
     closer.close(None).await.unwrap();
-    let left = tokio::time::timeout(DEADLINE, ipad_reader).await.unwrap();
+    // Reading keeps the iPad answering pings while it waits: only the agents go silent.
+    let left = recv_type(&mut ipad, "agent_left").await;
     assert_eq!(left["agentId"], "closer");
     assert_eq!(left["agent_id"], "closer");
 
     // An agent whose socket is half dead: it stops answering pings.
     let _ghost = agent(&bridge, "ghost", "agent").await;
-    let left = tokio::time::timeout(DEADLINE, async {
-        loop {
-            match ipad.next().await.unwrap().unwrap() {
-                Message::Text(t) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    if v["type"] == "agent_left" {
-                        return v;
-                    }
-                }
-                _ => continue,
-            }
-        }
-    })
-    .await
-    .expect("the ghost was pruned");
+    let left = recv_type(&mut ipad, "agent_left").await;
     assert_eq!(left["agentId"], "ghost");
     assert_eq!(left["reason"], "heartbeat timeout");
     bridge.shutdown().await;
