@@ -155,7 +155,7 @@ async fn the_first_run_generates_a_private_token_that_the_token_command_prints()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let output = command(&world, &["token"]).output().await.unwrap();
+    let output = command(&world, ["token"]).output().await.unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), token);
 
     let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await;
@@ -185,7 +185,7 @@ async fn an_invalid_config_file_is_named_in_one_sentence() {
     std::fs::write(&config, "port = \"eighty\"\n").unwrap();
     let (code, stderr) = run_to_end(command(
         &world,
-        &["serve", "--config", config.to_str().unwrap()],
+        ["serve", "--config", config.to_str().unwrap()],
     ))
     .await;
     assert_ne!(code, 0);
