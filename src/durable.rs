@@ -31,9 +31,17 @@ pub(crate) fn write_new(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()>
     sync_dir(dir)
 }
 
+const TEMP_PREFIX: &str = ".tmp-";
+const TEMP_SUFFIX: &str = ".partial";
+
+/// Whether `name` is one of our temporary files (left behind only by a crash).
+pub(crate) fn is_temp_name(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+}
+
 fn write_temp(dir: &Path, bytes: &[u8], private: bool) -> io::Result<NamedTempFile> {
     let mut builder = Builder::new();
-    builder.prefix(".tmp-").suffix(".partial");
+    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::PermissionsExt;

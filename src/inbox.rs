@@ -72,8 +72,10 @@ const REMEMBER_IDS_FOR: std::time::Duration = std::time::Duration::from_secs(5 *
 const REMEMBER_IDS_MAX: usize = 65_536;
 
 impl Inbox {
-    /// Prepares the inbox at `dir`, which must exist.
+    /// Prepares the inbox at `dir`, which must exist, removing the temporary files a crash
+    /// of an earlier run left behind (never acknowledged, so nothing is lost).
     pub(crate) fn new(dir: PathBuf, max_files: usize) -> Self {
+        remove_leftovers(&dir);
         let waiting = count_waiting(&dir).unwrap_or(0);
         Self {
             dir,
@@ -170,6 +172,23 @@ impl Inbox {
     pub(crate) async fn flush(&self) {
         self.writes.close();
         self.writes.wait().await;
+    }
+}
+
+/// Deletes our own half-written temporary files (`.tmp-*.partial`).
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if durable::is_temp_name(&name) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %name, "removed a partial file left by a crash"),
+                Err(e) => tracing::warn!(file = %name, error = %e, "cannot remove a partial file"),
+            }
+        }
     }
 }
 

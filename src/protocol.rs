@@ -355,3 +355,76 @@ mod tests {
         );
     }
 }
+
+/// Strategies shared by the property tests of several modules.
+#[cfg(test)]
+pub(crate) mod properties_support {
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON values, a few levels deep.
+    pub(crate) fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".*".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(".{0,8}", inner, 0..8)
+                    .prop_map(|m| { serde_json::Value::Object(m.into_iter().collect()) }),
+            ]
+        })
+    }
+}
+
+/// Property tests: the parser never panics, and what it accepts it reads right.
+#[cfg(test)]
+mod properties {
+    use super::properties_support::json_value;
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_with_a_code(text in ".{0,256}") {
+            if let Err(e) = Head::parse(&text) {
+                prop_assert!(!e.message.is_empty());
+            }
+        }
+
+        #[test]
+        fn any_bytes_as_text_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = Head::parse(&text);
+            let _ = serde_json::from_str::<VisitorFields>(&text);
+            let _ = serde_json::from_str::<Register>(&text);
+        }
+
+        #[test]
+        fn an_object_with_a_string_type_is_always_routable(
+            kind in ".{0,32}",
+            target in proptest::option::of(".{1,16}"),
+            extra in prop::collection::btree_map("[a-z]{1,8}", json_value(), 0..6),
+        ) {
+            let mut object = serde_json::Map::new();
+            for (k, v) in extra {
+                if !matches!(k.as_str(), "type" | "id" | "target_id") {
+                    object.insert(k, v);
+                }
+            }
+            object.insert("type".into(), kind.clone().into());
+            if let Some(t) = &target {
+                object.insert("target_id".into(), t.clone().into());
+            }
+            let text = serde_json::Value::Object(object).to_string();
+            let head = Head::parse(&text).map_err(|e| TestCaseError::fail(e.message))?;
+            prop_assert_eq!(head.kind.as_ref(), kind.as_str());
+            prop_assert_eq!(head.target_id.as_deref(), target.as_deref());
+        }
+    }
+}

@@ -5,10 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::process::Stdio;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -292,4 +296,63 @@ pub fn names_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+// --- the real binary -------------------------------------------------------------
+
+/// A `workshop-bridge` process with its own HOME and a clean environment.
+pub fn command<S: AsRef<std::ffi::OsStr>>(
+    world: &World,
+    args: impl IntoIterator<Item = S>,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_workshop-bridge"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WORKSHOP_BRIDGE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HOME", world.dir.path())
+        .env("XDG_CONFIG_HOME", world.dir.path().join(".config"))
+        .env("RUST_LOG", "info")
+        .env("RUST_BACKTRACE", "1")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+pub fn serve_args(world: &World) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--state-file".into(),
+        world.state_file.display().to_string(),
+        "--inbox-dir".into(),
+        world.inbox.display().to_string(),
+        "--outbox-dir".into(),
+        world.outbox.display().to_string(),
+    ]
+}
+
+/// Reads stderr until the `listening on ws://ADDR` line; returns the address.
+pub async fn listening(child: &mut Child) -> std::net::SocketAddr {
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, rest)) = line.split_once("listening on ws://") {
+                let addr = rest.split_whitespace().next().unwrap();
+                return addr.parse().unwrap();
+            }
+        }
+        panic!("the bridge exited without listening");
+    })
+    .await
+    .expect("no `listening on` line in time");
+    // Keep draining stderr so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
 }
