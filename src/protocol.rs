@@ -390,6 +390,9 @@ mod properties {
     use proptest::prelude::*;
 
     proptest! {
+        // Failures print their minimal input; no regression files at the repository root.
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
         #[test]
         fn any_text_parses_or_is_refused_with_a_code(text in ".{0,256}") {
             if let Err(e) = Head::parse(&text) {

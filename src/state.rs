@@ -314,6 +314,9 @@ mod properties {
     }
 
     proptest! {
+        // Failures print their minimal input; no regression files at the repository root.
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
         #[test]
         fn any_text_is_read_or_refused_without_panicking(text in ".{0,512}") {
             let _ = parse_yaml(&text);
