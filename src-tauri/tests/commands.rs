@@ -21,20 +21,15 @@ use workshop_bridge_app::controller::{Controller, Paths};
 use workshop_bridge_app::logs::LogBuffer;
 use workshop_bridge_app::status::BridgeStatus;
 
+mod support;
+use support::free_port;
+
 struct TestApp {
     _app: App<MockRuntime>,
     window: WebviewWindow<MockRuntime>,
     controller: Arc<Controller>,
     dir: tempfile::TempDir,
     port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn test_app() -> TestApp {

@@ -18,12 +18,22 @@ pub const APP: &str = env!("CARGO_BIN_EXE_workshop-bridge-app");
 /// How long the first window and WebKit may take to come up on a busy 2-core machine.
 pub const STARTUP: Duration = Duration::from_secs(120);
 
+/// A free port no other test in this process was given. The kernel may hand the same port
+/// to two quick `bind(0)` calls once the first listener is closed, and these tests run in
+/// parallel: without the register, two of them could be given the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A temporary home with the bridge's files in it, and the environment that points the
