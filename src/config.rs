@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::pairing::PairingSettings;
 
 /// The port the Workshop expects the bridge on.
 pub const DEFAULT_PORT: u16 = 8765;
@@ -69,6 +70,15 @@ pub struct Config {
     /// the built-in page; `/client.js` stays available.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workshop_dir: Option<PathBuf>,
+    /// The `[pairing]` section: which Workshop page the iPad's QR code opens and which of
+    /// this machine's addresses it names. Kept here so the app and `workshop-bridge qr` read
+    /// one file.
+    #[serde(skip_serializing_if = "PairingSettings::is_default")]
+    pub pairing: PairingSettings,
+    /// The `[app]` section: the menu-bar app's own preferences. The bridge does not read it;
+    /// it is here so that one config file serves both, and is kept as written.
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    pub app: toml::Table,
 }
 
 /// How log lines are written.
@@ -108,6 +118,8 @@ impl Default for Config {
             max_state_bytes: 16 * 1024 * 1024,
             client_queue: 256,
             workshop_dir: None,
+            pairing: PairingSettings::default(),
+            app: toml::Table::new(),
         }
     }
 }
@@ -293,19 +305,7 @@ impl Config {
             return Ok(false);
         }
         let token = generate_token()?;
-        let mut table = match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str::<toml::Table>(&text).map_err(|e| Error::ParseConfig {
-                path: path.to_owned(),
-                message: e.to_string().trim().replace('\n', " "),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
-            Err(source) => {
-                return Err(Error::ReadConfig {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
+        let mut table = read_config_table(path)?;
         table.insert("token".into(), toml::Value::String(token.clone()));
         write_config_text(path, &toml::to_string_pretty(&table).unwrap_or_default())?;
         self.token = Some(token);
@@ -393,7 +393,25 @@ impl Config {
     }
 }
 
-fn write_config_text(path: &Path, text: &str) -> Result<(), Error> {
+/// The config file as a TOML table, for programs that change some keys and keep the rest
+/// (and the user's other settings) as they are; a missing file is an empty table.
+pub fn read_config_table(path: &Path) -> Result<toml::Table, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str::<toml::Table>(&text).map_err(|e| Error::ParseConfig {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
+        Err(source) => Err(Error::ReadConfig {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Replaces the config file with `text` atomically (a reader sees the old file or the new
+/// one), readable only by its owner, since it holds the token.
+pub fn write_config_text(path: &Path, text: &str) -> Result<(), Error> {
     let err = |source| Error::WriteConfig {
         path: path.to_owned(),
         source,

@@ -127,8 +127,7 @@ fn qr(args: QrArgs) -> anyhow::Result<()> {
     let mut config = Config::load(&path)?;
     args.overrides.apply_to(&mut config);
     config.ensure_token(&path)?;
-    let settings_path = pairing::PairingSettings::path_beside(&path);
-    let mut settings = pairing::PairingSettings::load(&settings_path)?;
+    let mut settings = config.pairing.clone();
     if args.address.is_some() {
         settings.address = args.address;
     }

@@ -6,18 +6,18 @@
 //! bridge's WebSocket address as `?bridge=` as well. The menu-bar app and
 //! `workshop-bridge qr` both build the URL here, so they always agree.
 //!
-//! The Workshop URL and the chosen address live in `pairing.toml` beside the config file:
-//! they matter to pairing only, and the bridge's own config file rejects unknown keys.
+//! The Workshop URL and the chosen address live in the `[pairing]` section of the config
+//! file, which the app and the CLI share.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use qrcode::QrCode;
 use qrcode::render::{svg, unicode};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::config::Config;
+use crate::config::{Config, read_config_table, write_config_text};
 use crate::error::Error;
 
 /// One address of this machine that other devices on the network may reach.
@@ -29,9 +29,9 @@ pub struct LanAddress {
     pub ip: IpAddr,
 }
 
-/// The pairing choices the user made, saved in `pairing.toml` beside the config file.
+/// The pairing choices the user made: the `[pairing]` section of the config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PairingSettings {
     /// The Workshop page the iPad should open; `None` means the bridge's own page.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,43 +42,41 @@ pub struct PairingSettings {
 }
 
 impl PairingSettings {
-    /// `pairing.toml` in the directory of the config file at `config_path`.
-    pub fn path_beside(config_path: &Path) -> PathBuf {
-        config_path.with_file_name("pairing.toml")
+    /// No choice made: the file needs no `[pairing]` section.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 
-    /// Reads the file; a missing file gives the defaults.
-    pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(Error::ReadConfig {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        toml::from_str(&text).map_err(|e| Error::ParseConfig {
-            path: path.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
-        })
+    /// Reads the `[pairing]` section of the config file at `config_path`.
+    pub fn load(config_path: &Path) -> Result<Self, Error> {
+        match read_config_table(config_path)?.remove("pairing") {
+            None => Ok(Self::default()),
+            Some(section) => section
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::ParseConfig {
+                    path: config_path.to_owned(),
+                    message: format!("[pairing]: {}", e.to_string().trim().replace('\n', " ")),
+                }),
+        }
     }
 
-    /// Writes the file atomically.
-    pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let err = |source| Error::WriteConfig {
-            path: path.to_owned(),
-            source,
-        };
-        let text =
-            toml::to_string_pretty(self).map_err(|e| err(std::io::Error::other(e.to_string())))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::create_dir_all(dir).map_err(err)?;
-        crate::durable::write_atomically(dir, path, text.as_bytes(), false).map_err(err)
+    /// Writes the `[pairing]` section into the config file, keeping everything else.
+    pub fn save(&self, config_path: &Path) -> Result<(), Error> {
+        let mut table = read_config_table(config_path)?;
+        if self.is_default() {
+            table.remove("pairing");
+        } else {
+            let section = toml::Table::try_from(self).map_err(|e| Error::WriteConfig {
+                path: config_path.to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            table.insert("pairing".into(), toml::Value::Table(section));
+        }
+        let text = toml::to_string_pretty(&table).map_err(|e| Error::WriteConfig {
+            path: config_path.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        write_config_text(config_path, &text)
     }
 
     /// Checks the Workshop URL, naming `workshop_url` when it is not an http(s) URL.
@@ -353,9 +351,14 @@ mod tests {
     }
 
     #[test]
-    fn pairing_settings_round_trip_through_their_file() {
+    fn pairing_settings_live_in_the_one_config_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = PairingSettings::path_beside(&dir.path().join("config.toml"));
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "# my bridge\nport = 9000\ntoken = \"t0ken\"\n[app]\nstart_bridge_on_launch = false\n",
+        )
+        .unwrap();
         assert_eq!(
             PairingSettings::load(&path).unwrap(),
             PairingSettings::default()
@@ -366,5 +369,21 @@ mod tests {
         };
         settings.save(&path).unwrap();
         assert_eq!(PairingSettings::load(&path).unwrap(), settings);
+        // The CLI reads the same file, sections and all, and the other keys are untouched.
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.token.as_deref(), Some("t0ken"));
+        assert_eq!(config.pairing, settings);
+        assert_eq!(
+            config.app.get("start_bridge_on_launch"),
+            Some(&toml::Value::Boolean(false))
+        );
+        // Back to the defaults: the section goes away.
+        PairingSettings::default().save(&path).unwrap();
+        assert!(
+            !std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("[pairing]")
+        );
     }
 }

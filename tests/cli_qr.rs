@@ -36,10 +36,9 @@ fn qr_prints_the_pairing_url_and_a_scannable_code() {
 fn qr_uses_the_workshop_url_saved_by_the_app() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "token = \"t\"\nport = 8765\n").unwrap();
     std::fs::write(
-        dir.path().join("pairing.toml"),
-        "workshop_url = \"https://workshop.example/\"\naddress = \"192.168.1.20\"\n",
+        &config,
+        "token = \"t\"\nport = 8765\n\n[pairing]\nworkshop_url = \"https://workshop.example/\"\naddress = \"192.168.1.20\"\n",
     )
     .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_workshop-bridge"))

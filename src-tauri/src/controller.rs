@@ -19,26 +19,18 @@ use crate::logs::{LogBuffer, LogLine};
 use crate::settings::{AppPrefs, FormError, SettingsForm, SettingsView, save_config};
 use crate::status::BridgeStatus;
 
-/// Where the app keeps its files: the config file it shares with the CLI, and the two
-/// small files beside it.
+/// Where the app keeps its settings: the config file it shares with the CLI, whose
+/// `[pairing]` section `workshop-bridge qr` reads too and whose `[app]` section is the app's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     /// The CLI's config file.
     pub config: PathBuf,
-    /// The pairing choices (`pairing.toml`), shared with `workshop-bridge qr`.
-    pub pairing: PathBuf,
-    /// The app's own preferences (`app.toml`).
-    pub prefs: PathBuf,
 }
 
 impl Paths {
-    /// The files beside the config file at `config`.
+    /// The app's settings in the config file at `config`.
     pub fn beside(config: PathBuf) -> Self {
-        Self {
-            pairing: PairingSettings::path_beside(&config),
-            prefs: AppPrefs::path_beside(&config),
-            config,
-        }
+        Self { config }
     }
 
     /// `WORKSHOP_BRIDGE_CONFIG` if set (as for the CLI), else the platform's config file.
@@ -145,11 +137,11 @@ impl Controller {
                 (Config::default(), Some(e.to_string()))
             }
         };
-        let pairing = PairingSettings::load(&paths.pairing).unwrap_or_else(|e| {
+        let pairing = PairingSettings::load(&paths.config).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the pairing settings");
             PairingSettings::default()
         });
-        let prefs = AppPrefs::load(&paths.prefs);
+        let prefs = AppPrefs::load(&paths.config);
         Self::new(
             paths,
             config,
@@ -287,7 +279,7 @@ impl Controller {
         self.replace_config(&mut inner, config, false).await?;
         if pairing != inner.pairing {
             pairing
-                .save(&self.paths.pairing)
+                .save(&self.paths.config)
                 .map_err(|e| FormError::general(e.to_string()))?;
             inner.pairing = pairing;
         }
@@ -314,7 +306,7 @@ impl Controller {
         let prefs = AppPrefs {
             start_bridge_on_launch: enabled,
         };
-        prefs.save(&self.paths.prefs)?;
+        prefs.save(&self.paths.config)?;
         inner.prefs = prefs;
         Ok(())
     }
@@ -334,7 +326,7 @@ impl Controller {
         let mut pairing = inner.pairing.clone();
         pairing.address = address;
         pairing
-            .save(&self.paths.pairing)
+            .save(&self.paths.config)
             .map_err(|e| e.to_string())?;
         inner.pairing = pairing;
         if let Some(running) = &inner.running {

@@ -10,7 +10,6 @@
 
 pub mod commands;
 pub mod controller;
-mod durable;
 pub mod logs;
 pub mod settings;
 pub mod status;

@@ -12,8 +12,6 @@ use serde::{Deserialize, Serialize};
 use workshop_bridge::Config;
 use workshop_bridge::pairing::PairingSettings;
 
-use crate::durable::write_atomically;
-
 /// What the settings window sends on Apply, as typed (so "70000" or "abc" in the port
 /// field get a sentence rather than a deserialisation error).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -421,11 +419,10 @@ pub fn save_config(path: &Path, config: &Config) -> Result<(), String> {
         }
     }
     let text = toml::to_string_pretty(&table).map_err(|e| e.to_string())?;
-    write_atomically(path, &text, true)
-        .map_err(|e| format!("Cannot write the config file {}: {e}.", path.display()))
+    workshop_bridge::config::write_config_text(path, &text).map_err(|e| sentence(&e.to_string()))
 }
 
-/// The app's own preferences, in `app.toml` beside the config file.
+/// The app's own preferences: the `[app]` section of the config file it shares with the CLI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AppPrefs {
@@ -442,27 +439,33 @@ impl Default for AppPrefs {
 }
 
 impl AppPrefs {
-    /// `app.toml` in the directory of the config file at `config_path`.
-    pub fn path_beside(config_path: &Path) -> PathBuf {
-        config_path.with_file_name("app.toml")
-    }
-
-    /// Reads the file; a missing or unreadable one gives the defaults (and a warning).
-    pub fn load(path: &Path) -> Self {
-        match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).unwrap_or_else(|e| {
-                tracing::warn!(file = %path.display(), error = %e, "ignoring an invalid app preferences file");
+    /// Reads the `[app]` section of the config file; a missing or invalid one gives the
+    /// defaults (and a warning).
+    pub fn load(config_path: &Path) -> Self {
+        let section = workshop_bridge::config::read_config_table(config_path)
+            .map(|mut table| table.remove("app"));
+        match section {
+            Ok(None) => Self::default(),
+            Ok(Some(section)) => section.try_into().unwrap_or_else(|e: toml::de::Error| {
+                tracing::warn!(file = %config_path.display(), error = %e, "ignoring invalid [app] preferences");
                 Self::default()
             }),
-            Err(_) => Self::default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the app preferences");
+                Self::default()
+            }
         }
     }
 
-    /// Writes the file atomically.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = toml::to_string_pretty(self).map_err(|e| e.to_string())?;
-        write_atomically(path, &text, false)
-            .map_err(|e| format!("Cannot write {}: {e}.", path.display()))
+    /// Writes the `[app]` section into the config file atomically, keeping everything else.
+    pub fn save(&self, config_path: &Path) -> Result<(), String> {
+        let mut table = workshop_bridge::config::read_config_table(config_path)
+            .map_err(|e| sentence(&e.to_string()))?;
+        let section = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+        table.insert("app".into(), toml::Value::Table(section));
+        let text = toml::to_string_pretty(&table).map_err(|e| e.to_string())?;
+        workshop_bridge::config::write_config_text(config_path, &text)
+            .map_err(|e| sentence(&e.to_string()))
     }
 }
 

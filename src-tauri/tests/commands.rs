@@ -353,15 +353,37 @@ fn launch_at_login_round_trips() {
 }
 
 #[test]
-fn start_on_launch_is_saved_beside_the_config() {
+fn the_apps_settings_all_live_in_the_one_config_file_the_cli_reads() {
     let t = test_app();
     t.ok("set_start_on_launch", json!({ "enabled": false }));
     assert_eq!(
         t.ok("get_settings", json!({}))["start_bridge_on_launch"],
         false
     );
-    let prefs = read(&t.controller.paths().prefs).unwrap();
-    assert!(prefs.contains("start_bridge_on_launch = false"), "{prefs}");
+    let new_port = free_port();
+    let mut form = t.form();
+    form["port"] = json!(new_port.to_string());
+    form["workshop_url"] = json!("https://workshop.example/");
+    t.ok("apply_settings", json!({ "form": form }));
+
+    let dir = t.config_file().parent().unwrap().to_owned();
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["config.toml"], "one file, nothing beside it");
+    let text = read(&t.config_file()).unwrap();
+    assert!(
+        text.contains("[app]") && text.contains("start_bridge_on_launch = false"),
+        "{text}"
+    );
+    // The CLI's own loader accepts what the app wrote, sections included.
+    let config = Config::load(&t.config_file()).unwrap();
+    assert_eq!(config.port, new_port);
+    assert_eq!(
+        config.pairing.workshop_url.as_deref(),
+        Some("https://workshop.example/")
+    );
 }
 
 #[test]
