@@ -9,12 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::fswatch::Wake;
 use crate::hub::Hub;
 use crate::protocol::RESERVED_TYPES;
-use crate::state::settle;
 
 /// Name of the directory, inside the outbox, that unreadable files are moved to.
 const REJECTED_DIR: &str = "rejected";
@@ -23,7 +22,7 @@ const REJECTED_DIR: &str = "rejected";
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Delivers outbox files until `cancel`.
-pub(crate) async fn run(dir: PathBuf, hub: Hub, wake: Arc<Notify>, cancel: CancellationToken) {
+pub(crate) async fn run(dir: PathBuf, hub: Hub, wake: Arc<Wake>, cancel: CancellationToken) {
     loop {
         let d = dir.clone();
         let files = tokio::task::spawn_blocking(move || process_dir(&d))
@@ -36,7 +35,7 @@ pub(crate) async fn run(dir: PathBuf, hub: Hub, wake: Arc<Notify>, cancel: Cance
         }
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = wake.notified() => settle(&wake).await,
+            () = wake.changed() => wake.settled().await,
         }
     }
 }

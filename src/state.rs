@@ -8,14 +8,15 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::fswatch::Wake;
 use crate::protocol::ServerMessage;
 
 /// One version of the state, ready to send.
@@ -135,32 +136,14 @@ impl StateFile {
     }
 
     /// Re-reads after every burst of file events until `cancel`.
-    pub(crate) async fn run(mut self, wake: Arc<Notify>, cancel: CancellationToken) {
+    pub(crate) async fn run(mut self, wake: Arc<Wake>, cancel: CancellationToken) {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = wake.notified() => {}
+                () = wake.changed() => {}
             }
-            settle(&wake).await;
+            wake.settled().await;
             self.reload().await;
-        }
-    }
-}
-
-/// Waits until the events stop for a moment, so a file written in several pieces is read
-/// once, whole. Bounded so a file rewritten without pause is still read regularly.
-pub(crate) async fn settle(wake: &Notify) {
-    const QUIET: Duration = Duration::from_millis(10);
-    const MAX_WAIT: Duration = Duration::from_millis(200);
-    let deadline = tokio::time::Instant::now() + MAX_WAIT;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(QUIET) => return,
-            () = wake.notified() => {
-                if tokio::time::Instant::now() >= deadline {
-                    return;
-                }
-            }
         }
     }
 }
