@@ -60,6 +60,11 @@ pub struct Config {
     pub max_messages_per_sec: u32,
     /// Most clients connected at once.
     pub max_connections: usize,
+    /// Most connections open at once from one IP address, so one host cannot take every
+    /// slot.
+    pub max_connections_per_address: usize,
+    /// Seconds a client has to send its request headers before it is cut off.
+    pub handshake_timeout_secs: u64,
     /// Most files waiting in the inbox; beyond this new messages are refused.
     pub max_inbox_files: usize,
     /// Largest state file the bridge will read, in bytes.
@@ -114,6 +119,8 @@ impl Default for Config {
             max_text_chars: 4000,
             max_messages_per_sec: 100,
             max_connections: 10_000,
+            max_connections_per_address: 256,
+            handshake_timeout_secs: 10,
             max_inbox_files: 10_000,
             max_state_bytes: 16 * 1024 * 1024,
             client_queue: 256,
@@ -184,6 +191,12 @@ pub struct Overrides {
     /// Most clients connected at once [default: 10000]
     #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most connections from one IP address [default: 256]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds a client has to send its request headers [default: 10]
+    #[arg(long, env = "WORKSHOP_BRIDGE_HANDSHAKE_TIMEOUT_SECS")]
+    pub handshake_timeout_secs: Option<u64>,
     /// Most files waiting in the inbox [default: 10000]
     #[arg(long, env = "WORKSHOP_BRIDGE_MAX_INBOX_FILES")]
     pub max_inbox_files: Option<usize>,
@@ -231,6 +244,8 @@ impl Overrides {
             max_text_chars,
             max_messages_per_sec,
             max_connections,
+            max_connections_per_address,
+            handshake_timeout_secs,
             max_inbox_files,
             max_state_bytes,
             client_queue
@@ -312,6 +327,11 @@ impl Config {
         Ok(true)
     }
 
+    /// How long a client has to send its request headers.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
     /// The heartbeat interval.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
@@ -325,6 +345,12 @@ impl Config {
                 message: message.to_owned(),
             })
         };
+        if self.handshake_timeout_secs == 0 || self.handshake_timeout_secs > 600 {
+            return invalid(
+                "handshake_timeout_secs",
+                "must be between 1 and 600 seconds",
+            );
+        }
         if self.heartbeat_secs == 0 || self.heartbeat_secs > 3600 {
             return invalid("heartbeat_secs", "must be between 1 and 3600 seconds");
         }
@@ -349,6 +375,10 @@ impl Config {
             ("max_text_chars", self.max_text_chars),
             ("max_messages_per_sec", self.max_messages_per_sec as usize),
             ("max_connections", self.max_connections),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
             ("max_inbox_files", self.max_inbox_files),
             ("max_state_bytes", self.max_state_bytes as usize),
             ("client_queue", self.client_queue),

@@ -314,20 +314,25 @@ impl Reader<'_> {
         (self, reason)
     }
 
-    /// Classifies a read error, closing with 1009 when the client sent too much.
+    /// Classifies a read error and closes with the code that names it: 1009 when the client
+    /// sent too much, 1007 for text that is not UTF-8, 1002 for a broken frame sequence.
     fn read_error(&self, e: &axum::Error) -> &'static str {
-        let source = std::error::Error::source(e);
-        let capacity = source
-            .and_then(|s| s.downcast_ref::<tungstenite::Error>())
-            .is_some_and(|t| matches!(t, tungstenite::Error::Capacity(_)));
-        if capacity {
-            tracing::debug!(peer = %self.opts.peer, "message over the size limit");
-            self.kick.kick(close::TOO_BIG, "message too big");
-            "message too big"
-        } else {
-            tracing::debug!(peer = %self.opts.peer, error = %e, "read error");
-            "connection lost"
-        }
+        let cause =
+            std::error::Error::source(e).and_then(|s| s.downcast_ref::<tungstenite::Error>());
+        let (code, reason) = match cause {
+            Some(tungstenite::Error::Capacity(_)) => (close::TOO_BIG, "message too big"),
+            Some(tungstenite::Error::Utf8(_)) => (close::INVALID_DATA, "text is not UTF-8"),
+            Some(tungstenite::Error::Protocol(_)) => {
+                (close::PROTOCOL_ERROR, "WebSocket protocol error")
+            }
+            _ => {
+                tracing::debug!(peer = %self.opts.peer, error = %e, "read error");
+                return "connection lost";
+            }
+        };
+        tracing::debug!(peer = %self.opts.peer, error = %e, reason, "closing a client that sent a bad frame");
+        self.kick.kick(code, reason);
+        reason
     }
 
     /// Handles one text frame. `Err` only when the client's queue is gone.

@@ -38,6 +38,10 @@ pub struct ClientInfo {
     /// The role it registered with, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Why the bridge is closing this connection, once it has decided to (e.g. the client is
+    /// too slow to keep up); the client stays listed until its socket is closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closing: Option<&'static str>,
 }
 
 /// What a client's writer task is asked to send.
@@ -188,6 +192,7 @@ impl Hub {
             connected_at: SystemTime::now(),
             agent_id: None,
             role: None,
+            closing: None,
         };
         let count = {
             let mut reg = self.registry();
@@ -342,7 +347,10 @@ impl Hub {
             .registry()
             .clients
             .values()
-            .map(|e| e.info.clone())
+            .map(|e| ClientInfo {
+                closing: e.kick.reason(),
+                ..e.info.clone()
+            })
             .collect();
         list.sort_by_key(|c| c.id);
         list

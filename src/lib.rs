@@ -15,6 +15,7 @@
 //! [`outbox`]: crate::outbox
 //! [`hub`]: crate::hub
 
+mod accept;
 mod assets;
 mod auth;
 pub mod config;
@@ -123,16 +124,16 @@ impl Bridge {
             max_text_chars: config.max_text_chars,
             assets: assets::Assets::new(config.workshop_dir.clone()),
         });
-        let serve_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            let served = axum::serve(listener, service)
-                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the server stopped");
-            }
-        });
+        tasks.spawn(accept::serve(
+            listener,
+            app,
+            accept::AcceptLimits {
+                per_address: config.max_connections_per_address,
+                header_timeout: config.handshake_timeout(),
+            },
+            shutdown.clone(),
+            tasks.clone(),
+        ));
 
         if config.no_auth {
             tracing::warn!(

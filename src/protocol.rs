@@ -13,6 +13,10 @@ use serde_json::value::RawValue;
 pub mod close {
     /// The bridge is shutting down, or the client stopped answering heartbeats.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (e.g. a continuation frame with no start).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// The client broke a rule it was told about (rate limit, agent id taken over).
     pub const POLICY: u16 = 1008;
     /// The client sent a message larger than the limit.

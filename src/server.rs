@@ -118,6 +118,11 @@ async fn hub_endpoint(
         );
     };
     let path = request.uri().path().to_owned();
+    // The accept loop's count of this address's connections: held while the socket is open.
+    let address_slot = request
+        .extensions()
+        .get::<Arc<crate::accept::AddressSlot>>()
+        .cloned();
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
@@ -137,15 +142,22 @@ async fn hub_endpoint(
     };
     let task = app.connections.token();
     upgrade
+        // Tungstenite's default reserves 128 KiB per connection for reading; visitors send
+        // short messages, and a larger one is read in several chunks, so a page is enough.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(app.max_frame_bytes)
         .max_frame_size(app.max_frame_bytes)
         .on_failed_upgrade(move |e| tracing::debug!(peer = %peer, error = %e, "upgrade failed"))
         .on_upgrade(move |socket| async move {
             connection::serve(socket, app.hub, opts, app.shutdown).await;
             drop(permit);
+            drop(address_slot);
             drop(task);
         })
 }
+
+/// Bytes reserved per connection for reading frames.
+const READ_BUFFER_BYTES: usize = 4096;
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     #[derive(Serialize)]

@@ -22,32 +22,52 @@ async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_up() 
     let (mut fast, _) = connect_with_state(&bridge, "/").await;
     let (mut stalled, _) = connect_with_state(&bridge, "/").await;
 
-    // 64 KiB barks until the stalled client's socket buffers and queue are full: enough to
-    // overflow any loopback buffer, counted rather than timed. The publisher stays at most
-    // 8 barks ahead of the fast client (its queue holds 16), so that one always keeps up.
-    const BARKS: usize = 600;
+    // 64 KiB barks until the bridge decides to close the stalled client (its socket buffers
+    // and its queue of 16 are full): counted, not timed. The publisher stays at most 8 barks
+    // ahead of the fast client, so that one always keeps up. The stalled client then reads at
+    // once, before the bridge gives up on delivering the close frame.
+    let stalled_id = bridge.clients().last().unwrap().id;
+    let closing = || {
+        bridge
+            .clients()
+            .iter()
+            .any(|c| c.id == stalled_id && c.closing.is_some())
+    };
     let window = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    let (published_tx, mut published_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let text = "x".repeat(64 * 1024);
     let reader = {
         let window = window.clone();
         tokio::spawn(async move {
-            for i in 0..BARKS {
-                let bark = recv(&mut fast).await;
-                assert_eq!(bark["n"], i, "the fast client gets every bark, in order");
-                window.add_permits(1);
+            let mut expected = 0;
+            while let Some(published) = published_rx.recv().await {
+                while expected < published {
+                    let bark = recv(&mut fast).await;
+                    assert_eq!(
+                        bark["n"], expected,
+                        "the fast client gets every bark, in order"
+                    );
+                    expected += 1;
+                    window.add_permits(1);
+                }
             }
             fast
         })
     };
-    for n in 0..BARKS {
+    let mut n = 0;
+    while !closing() {
+        assert!(n < 10_000, "the stalled client was never closed");
         window.acquire().await.unwrap().forget();
         send(&mut agent, json!({"type": "bark", "n": n, "text": text})).await;
+        n += 1;
+        published_tx.send(n).unwrap();
     }
-    let mut fast = reader.await.unwrap();
+    drop(published_tx);
 
     // The stalled client wakes up: it finds what fitted in its buffers, then the close.
     let close = recv_close(&mut stalled).await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1013);
+    let mut fast = reader.await.unwrap();
     wait_until(|| (bridge.client_count() == 2).then_some(())).await;
     assert_nothing_pending(&mut fast).await;
     bridge.shutdown().await;
