@@ -1,0 +1,267 @@
+//! The six scenarios of issue 7, and what they share.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::procfs;
+use crate::results::Results;
+use crate::server::{Kind, Tools};
+
+pub(crate) mod connections;
+pub(crate) mod fanout;
+pub(crate) mod idle;
+pub(crate) mod inbox;
+pub(crate) mod latency;
+pub(crate) mod startup;
+
+/// The scenarios, by number.
+pub(crate) const NAMES: [(u8, &str); 6] = [
+    (1, "change latency"),
+    (2, "fan-out"),
+    (3, "connections"),
+    (4, "idle cost"),
+    (5, "inbox"),
+    (6, "start-up"),
+];
+
+pub(crate) fn name(id: u8) -> &'static str {
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == id)
+        .map_or("?", |(_, name)| name)
+}
+
+/// How much of everything: the full run, or the quick one that guards against rot.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Plan {
+    pub(crate) quick: bool,
+    pub(crate) reps: usize,
+    pub(crate) startup_reps: usize,
+    /// Scenario 1: client counts (connected cumulatively), state sizes, changes per count.
+    pub(crate) latency_clients: Vec<usize>,
+    pub(crate) latency_sizes: Vec<usize>,
+    pub(crate) changes: usize,
+    /// The 2 s polling peer takes a second per change on average: fewer, on fewer sizes.
+    pub(crate) poll_changes: usize,
+    pub(crate) poll_sizes: Vec<usize>,
+    #[serde(with = "secs")]
+    pub(crate) delivery_timeout: Duration,
+    /// Scenario 2.
+    pub(crate) fanout_receivers: usize,
+    pub(crate) fanout_secs: f64,
+    pub(crate) fanout_window: usize,
+    #[serde(with = "secs")]
+    pub(crate) fanout_drain: Duration,
+    /// Scenario 3.
+    pub(crate) connections: usize,
+    pub(crate) connect_concurrency: usize,
+    /// Scenario 4.
+    pub(crate) idle_clients: usize,
+    pub(crate) idle_secs: u64,
+    pub(crate) idle_empty_secs: u64,
+    /// Scenario 5.
+    pub(crate) inbox_senders: usize,
+    pub(crate) inbox_secs: f64,
+    /// Scenario 6: how long after start-up the idle RSS is read.
+    #[serde(with = "secs")]
+    pub(crate) startup_rss_after: Duration,
+}
+
+impl Plan {
+    pub(crate) fn full() -> Self {
+        Self {
+            quick: false,
+            reps: 3,
+            startup_reps: 10,
+            latency_clients: vec![1, 100, 1000],
+            latency_sizes: vec![2_000, 200_000],
+            changes: 20,
+            poll_changes: 10,
+            poll_sizes: vec![2_000, 200_000],
+            delivery_timeout: Duration::from_secs(60),
+            fanout_receivers: 1000,
+            fanout_secs: 5.0,
+            fanout_window: 64,
+            fanout_drain: Duration::from_secs(60),
+            connections: 10_000,
+            connect_concurrency: 64,
+            idle_clients: 100,
+            idle_secs: 60,
+            idle_empty_secs: 20,
+            inbox_senders: 10,
+            inbox_secs: 10.0,
+            startup_rss_after: Duration::from_secs(1),
+        }
+    }
+
+    pub(crate) fn quick() -> Self {
+        Self {
+            quick: true,
+            reps: 1,
+            startup_reps: 2,
+            latency_clients: vec![1, 20],
+            latency_sizes: vec![2_000, 200_000],
+            changes: 3,
+            poll_changes: 2,
+            poll_sizes: vec![2_000],
+            delivery_timeout: Duration::from_secs(20),
+            fanout_receivers: 50,
+            fanout_secs: 1.0,
+            fanout_window: 64,
+            fanout_drain: Duration::from_secs(10),
+            connections: 300,
+            connect_concurrency: 64,
+            idle_clients: 20,
+            idle_secs: 3,
+            idle_empty_secs: 2,
+            inbox_senders: 10,
+            inbox_secs: 1.0,
+            startup_rss_after: Duration::from_millis(500),
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// The progress bar, or plain lines when stderr is not a terminal (logs of the test run).
+pub(crate) struct Progress {
+    bar: ProgressBar,
+    plain: bool,
+}
+
+impl Progress {
+    pub(crate) fn new(total: u64) -> Self {
+        let plain = !std::io::stderr().is_terminal();
+        let bar = if plain {
+            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+        } else {
+            ProgressBar::new(total)
+        };
+        let style = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self { bar, plain }
+    }
+
+    /// Says what runs now.
+    pub(crate) fn start(&self, what: &str) {
+        self.bar.set_message(what.to_owned());
+        if self.plain {
+            let _ = writeln!(std::io::stderr(), "bench: {what}");
+        }
+    }
+
+    /// One unit done.
+    pub(crate) fn done(&self) {
+        self.bar.inc(1);
+    }
+
+    /// A line above the bar (a failure, a notable event).
+    pub(crate) fn say(&self, line: &str) {
+        if self.plain {
+            let _ = writeln!(std::io::stderr(), "bench: {line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// What every scenario gets.
+pub(crate) struct Ctx {
+    pub(crate) tools: Tools,
+    pub(crate) plan: Plan,
+    pub(crate) results: Results,
+    pub(crate) progress: Progress,
+    /// The most compiler processes seen at once while measuring (other builds on the machine).
+    pub(crate) builds_seen: usize,
+}
+
+impl Ctx {
+    /// Marks the start of a unit of work.
+    pub(crate) fn begin(&mut self, what: &str) {
+        self.builds_seen = self.builds_seen.max(procfs::builds_running());
+        self.progress.start(what);
+    }
+
+    /// Records the outcome of a unit; false if it failed.
+    pub(crate) fn end(
+        &mut self,
+        scenario: u8,
+        server: &str,
+        case: &str,
+        outcome: anyhow::Result<()>,
+    ) -> bool {
+        self.progress.done();
+        match outcome {
+            Ok(()) => true,
+            Err(e) => {
+                self.progress.say(&format!(
+                    "FAILED: scenario {scenario} ({}) on {server}, {case}: {e:#}",
+                    name(scenario)
+                ));
+                self.results.fail(scenario, server, case, &e);
+                false
+            }
+        }
+    }
+}
+
+/// Units of work scenario `id` will run, for the progress bar.
+pub(crate) fn units(id: u8, plan: &Plan, kinds: &[Kind]) -> u64 {
+    let n = event_driven(kinds).len() as u64;
+    let reps = plan.reps as u64;
+    match id {
+        1 => latency::variants(kinds)
+            .iter()
+            .map(|v| {
+                let sizes = if v.kind == Kind::PythonPoll {
+                    &plan.poll_sizes
+                } else {
+                    &plan.latency_sizes
+                };
+                sizes.len() as u64 * reps
+            })
+            .sum(),
+        2..=5 => n * reps,
+        6 => n * plan.startup_reps as u64,
+        _ => 0,
+    }
+}
+
+/// Runs scenario `id` against `kinds`; false if any unit failed.
+pub(crate) async fn run(id: u8, ctx: &mut Ctx, kinds: &[Kind]) -> bool {
+    match id {
+        1 => latency::run(ctx, kinds).await,
+        2 => fanout::run(ctx, kinds).await,
+        3 => connections::run(ctx, kinds).await,
+        4 => idle::run(ctx, kinds).await,
+        5 => inbox::run(ctx, kinds).await,
+        6 => startup::run(ctx, kinds).await,
+        _ => true,
+    }
+}
+
+/// Kinds for scenarios 2–6: the polling variant only matters for latency.
+pub(crate) fn event_driven(kinds: &[Kind]) -> Vec<Kind> {
+    kinds
+        .iter()
+        .copied()
+        .filter(|k| *k != Kind::PythonPoll)
+        .collect()
+}
