@@ -17,8 +17,12 @@ use workshop_bridge::{BridgeHandle, Config};
 
 /// The bridge still does its job: a new client gets the state and a bark reaches it.
 async fn still_serves(bridge: &BridgeHandle) {
-    let (mut a, _) = connect_with_state(bridge, "/ws").await;
-    let (mut b, _) = connect_with_state(bridge, "/ws").await;
+    still_serves_at(bridge, "/ws").await;
+}
+
+async fn still_serves_at(bridge: &BridgeHandle, path: &str) {
+    let (mut a, _) = connect_with_state(bridge, path).await;
+    let (mut b, _) = connect_with_state(bridge, path).await;
     send(&mut a, json!({"type": "bark", "text": "still here"})).await;
     assert_eq!(recv_type(&mut b, "bark").await["text"], "still here");
 }
@@ -246,5 +250,34 @@ async fn compression_is_never_negotiated_so_deflate_bombs_cannot_land() {
         .position(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == 1002);
     assert!(close_at.is_some(), "no 1002 close in {rest:?}");
     still_serves(&bridge).await;
+    bridge.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_thousand_wrong_tokens_are_each_refused_and_the_right_one_still_works() {
+    let world = World::with_state("a: 1\n");
+    let bridge = start(Config {
+        no_trust_loopback: true,
+        ..world.config()
+    })
+    .await;
+    let token = world.config().token.unwrap();
+    for i in 0..1000 {
+        // Guesses of every length, including the right length with one byte wrong.
+        let guess = if i % 2 == 0 {
+            format!("guess-{i}")
+        } else {
+            let mut near = token.clone().into_bytes();
+            let at = i % near.len();
+            near[at] ^= 1;
+            String::from_utf8(near).unwrap()
+        };
+        let refused = try_connect(&bridge, &format!("/ws?token={guess}"), &[]).await;
+        let (status, _) = refusal(refused.unwrap_err());
+        assert_eq!(status, 401, "guess {i}");
+    }
+    let mut ws = connect(&bridge, &format!("/ws?token={token}")).await;
+    assert_eq!(recv_type(&mut ws, "state").await["type"], "state");
+    still_serves_at(&bridge, &format!("/ws?token={token}")).await;
     bridge.shutdown().await;
 }

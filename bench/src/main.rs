@@ -1,7 +1,7 @@
 //! `bridge-bench`: the bridge, the Python peer and the Node peer, side by side, in one run.
 //!
 //! Starts each server on port 0 with a temporary state file and inbox, drives it over real
-//! WebSockets (scenarios 1–6 of issue 7), reads its cost from `/proc`, and writes a table
+//! WebSockets (the six scenarios of bench/BENCHMARKS.md), reads its cost from `/proc`, and writes a table
 //! (stdout), `results.json` (every figure), `results.md` (the tables for BENCHMARKS.md) and
 //! `latency.svg`. `--quick` is the small version the test command runs so this cannot rot.
 
@@ -303,7 +303,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     writeln!(
         out,
-        "\ntargets (issue 7){}:",
+        "\ntargets (bench/BENCHMARKS.md){}:",
         if plan.quick {
             ", at quick-mode counts"
         } else {

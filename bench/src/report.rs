@@ -1,4 +1,4 @@
-//! The tables (for the terminal and for BENCHMARKS.md) and the issue's targets, checked.
+//! The tables (for the terminal and for BENCHMARKS.md) and the project's targets, checked.
 
 use std::fmt::Write;
 
@@ -227,7 +227,7 @@ pub(crate) fn markdown(tables: &[Table]) -> String {
     out
 }
 
-/// One target of the issue, checked against this run.
+/// One target, checked against this run.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Target {
     pub(crate) target: String,
@@ -236,7 +236,7 @@ pub(crate) struct Target {
     pub(crate) met: Option<bool>,
 }
 
-/// The issue's targets, from the medians of this run.
+/// The targets, from the medians of this run.
 pub(crate) fn targets(results: &Results, plan: &scenarios::Plan) -> Vec<Target> {
     let mut out = Vec::new();
     let most = plan.latency_clients.iter().copied().max().unwrap_or(0);

@@ -1,4 +1,4 @@
-//! The six scenarios of issue 7, and what they share.
+//! The six scenarios of bench/BENCHMARKS.md, and what they share.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
