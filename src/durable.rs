@@ -31,6 +31,20 @@ pub(crate) fn write_new(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()>
     sync_dir(dir)
 }
 
+/// Creates the directory `dir` (not its parents) and makes its entry durable. `Ok` if it
+/// already exists.
+pub(crate) fn create_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
 const TEMP_PREFIX: &str = ".tmp-";
 const TEMP_SUFFIX: &str = ".partial";
 

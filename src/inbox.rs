@@ -145,7 +145,7 @@ impl Inbox {
             let dir = dir.clone();
             let result = self
                 .writes
-                .spawn_blocking(move || durable::write_new(&dir, &path, &bytes))
+                .spawn_blocking(move || write_recreating_dir(&dir, &path, &bytes))
                 .await
                 .unwrap_or_else(|e| Err(io::Error::other(e)));
             match result {
@@ -172,6 +172,21 @@ impl Inbox {
     pub(crate) async fn flush(&self) {
         self.writes.close();
         self.writes.wait().await;
+    }
+}
+
+/// Writes the file; if the inbox directory was removed while the bridge runs (someone
+/// "emptying" it), makes it again, as at start, and retries once. Only the directory
+/// itself: if its parent is gone too (an unmounted volume), the message is refused rather
+/// than saved where the agent may never look.
+fn write_recreating_dir(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    match durable::write_new(dir, path, bytes) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            durable::create_dir(dir)?;
+            tracing::warn!(dir = %dir.display(), "the inbox directory was missing; made it again");
+            durable::write_new(dir, path, bytes)
+        }
+        other => other,
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::fswatch::Wake;
+use crate::fswatch::{DirWatch, Wake, watch_dir};
 use crate::protocol::ServerMessage;
 
 /// One version of the state, ready to send.
@@ -55,6 +55,15 @@ pub(crate) struct StateFile {
     seq: u64,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
     health: Arc<Mutex<StateHealth>>,
+    /// The file the state file's symlink leads to, if it is one, and a watch on it.
+    link: Option<LinkTarget>,
+}
+
+/// Writes to a symlink's target make no event in the link's directory, which is all the
+/// bridge watches otherwise; so the target's own directory is watched too.
+struct LinkTarget {
+    path: PathBuf,
+    watch: DirWatch,
 }
 
 impl StateFile {
@@ -72,6 +81,7 @@ impl StateFile {
             seq: 0,
             tx: watch::channel(None).0,
             health: Arc::new(Mutex::new(health)),
+            link: None,
         }
     }
 
@@ -87,6 +97,8 @@ impl StateFile {
 
     /// Re-reads the file and publishes a snapshot if its content changed.
     pub(crate) async fn reload(&mut self) {
+        // Before reading, so a change to the target made in between wakes us.
+        self.follow_link();
         let path = self.path.clone();
         let max = self.max_bytes;
         let read = tokio::task::spawn_blocking(move || read_yaml(&path, max))
@@ -135,21 +147,90 @@ impl StateFile {
         }
     }
 
+    /// Watches where the state file leads if it is a symlink (it is followed when read), and
+    /// follows the link when it is aimed elsewhere. A target that does not exist yet is
+    /// watched for; one whose directory does not exist is retried at the next reload.
+    fn follow_link(&mut self) {
+        let target = link_target(&self.path);
+        if self.link.as_ref().map(|l| &l.path) == target.as_ref() {
+            return;
+        }
+        self.link = target.and_then(|path| {
+            let name = path.file_name()?.to_owned();
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            match watch_dir(dir, None, move |p| p.file_name() == Some(name.as_os_str())) {
+                Ok(watch) => {
+                    tracing::debug!(target = %path.display(), "the state file is a symlink; watching its target");
+                    Some(LinkTarget { path, watch })
+                }
+                Err(e) => {
+                    tracing::warn!(target = %path.display(), error = %e, "cannot watch the state file's symlink target; its changes are seen when the link changes");
+                    None
+                }
+            }
+        });
+    }
+
     /// Re-reads after every burst of file events until `cancel`.
     pub(crate) async fn run(mut self, wake: Arc<Wake>, cancel: CancellationToken) {
         loop {
+            let link = self.link.as_ref().map(|l| Arc::clone(&l.watch.wake));
+            let link_changed = async {
+                match &link {
+                    Some(link) => link.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = wake.changed() => {}
+                () = wake.changed() => wake.settled().await,
+                () = link_changed => {
+                    if let Some(link) = &link {
+                        link.settled().await;
+                    }
+                }
             }
-            wake.settled().await;
             self.reload().await;
         }
     }
 }
 
+/// Where `path` leads if it is a symlink (through a chain of them), whether or not that
+/// exists; `None` if it is not a link, or for a loop.
+fn link_target(path: &Path) -> Option<PathBuf> {
+    let mut current = path.to_owned();
+    for _ in 0..40 {
+        match std::fs::read_link(&current) {
+            // Relative to the link's directory; `join` keeps an absolute target as it is.
+            Ok(next) => {
+                current = match current.parent() {
+                    Some(dir) => dir.join(next),
+                    None => next,
+                }
+            }
+            Err(_) => return (current != path).then_some(current),
+        }
+    }
+    None
+}
+
 /// Reads and parses the file. `Ok(None)` for an empty file (most likely caught mid-write).
 fn read_yaml(path: &Path, max_bytes: u64) -> Result<Option<Value>, String> {
+    // Look before opening: opening a named pipe waits for a writer, forever if none comes,
+    // which would stall every later reload. (Checked again on the open file below.)
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err("the state file path is not a regular file".to_owned());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("the state file does not exist (yet)".to_owned());
+        }
+        Err(e) => return Err(format!("cannot open the state file: {e}")),
+    }
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -192,7 +273,13 @@ pub(crate) fn parse_yaml(text: &str) -> Result<Option<Value>, String> {
             // The first line says where and what; the rest is a source snippet for terminals.
             let text = e.to_string();
             let first = text.lines().next().unwrap_or_default();
-            format!("invalid YAML: {}", first.trim_start_matches("error: "))
+            let first = first.trim_start_matches("error: ");
+            if first.contains("budget breached") {
+                // Valid YAML, but it expands too far (aliases of aliases, deep nesting).
+                format!("the state file expands beyond what the bridge will read: {first}")
+            } else {
+                format!("invalid YAML: {first}")
+            }
         })
 }
 

@@ -261,12 +261,18 @@ pub async fn http_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    http_get_at(bridge.local_addr(), path, headers).await
+}
+
+/// A plain HTTP GET to any address (a bridge in another process, say).
+pub async fn http_get_at(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(bridge.local_addr()).await.unwrap();
-    let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        bridge.local_addr()
-    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -284,6 +290,13 @@ pub async fn http_get(
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// `GET /api/gateway/status` from a bridge process that trusts loopback, as JSON.
+pub async fn gateway_status_at(addr: std::net::SocketAddr) -> Value {
+    let (status, body) = http_get_at(addr, "/api/gateway/status", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 /// Files in `dir` (not recursive), sorted.
