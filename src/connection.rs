@@ -214,6 +214,16 @@ impl Writer {
                     self.close(farewell.code, farewell.reason).await;
                     return Some(reason);
                 }
+                // The client's close frame may have arrived while this send was on its way
+                // (the socket refuses data after it); the reader is then ending. Flush the
+                // close reply the protocol owes the client.
+                if tokio::time::timeout(FAREWELL_TIMEOUT, end.cancelled())
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.sink.close()).await;
+                    return None;
+                }
                 return Some("send failed");
             }
         }

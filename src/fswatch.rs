@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -146,10 +146,14 @@ pub(crate) fn watch_dir(
 ///
 /// Opening or reading a file is an event too (inotify reports `IN_OPEN`), and our own re-read
 /// after a wake-up opens the file: counting those would wake us again, forever.
+///
+/// On Linux a rename is reported three times: from, to, and both paths together; the last
+/// repeats the first two, and counting it would read a renamed file twice.
 fn changes_content(kind: &EventKind) -> bool {
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => false,
         _ => true,
     }
 }
@@ -243,11 +247,16 @@ mod tests {
         assert!(changes_content(&EventKind::Create(CreateKind::File)));
         assert!(changes_content(&EventKind::Modify(ModifyKind::Any)));
         assert!(changes_content(&EventKind::Any));
+        assert!(!changes_content(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::Both
+        ))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
     }
 
     #[test]
     fn a_close_after_writing_or_a_rename_means_the_writer_is_done() {
-        use notify::event::RenameMode;
         assert!(writer_done(&EventKind::Access(AccessKind::Close(
             AccessMode::Write
         ))));
