@@ -26,6 +26,9 @@ use crate::protocol::{
 };
 use crate::state::SnapshotRx;
 
+/// Most queued messages written before one flush.
+const MAX_BATCH: usize = 64;
+
 /// How long a last frame (goodbye, close) may take before the connection is just dropped.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -195,8 +198,7 @@ impl Writer {
                     Err(_) => return Some("bridge shutting down"),
                 },
                 out = self.rx.recv() => match out {
-                    Some(Outbound::Text(text)) => self.send(Message::Text(text), kick).await,
-                    Some(Outbound::FullState) => self.send_state(true, kick).await,
+                    Some(first) => self.send_queued(first, kick).await,
                     None => return Some("removed from the hub"),
                 },
                 _ = heartbeat.tick() => {
@@ -231,9 +233,15 @@ impl Writer {
 
     /// Sends the newest state: a patch when the client has the one before, else in full.
     async fn send_state(&mut self, force_full: bool, kick: &Kick) -> Result<(), ()> {
-        let Some(snapshot) = self.snapshots.borrow_and_update().clone() else {
-            return Ok(());
-        };
+        match self.state_message(force_full) {
+            Some(message) => self.send(message, kick).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The newest state as this client should get it, if there is one.
+    fn state_message(&mut self, force_full: bool) -> Option<Message> {
+        let snapshot = self.snapshots.borrow_and_update().clone()?;
         let text = match (&snapshot.patch, self.last_seq) {
             (Some(patch), Some(last)) if self.diff && !force_full && last + 1 == snapshot.seq => {
                 patch.clone()
@@ -241,7 +249,39 @@ impl Writer {
             _ => snapshot.full.clone(),
         };
         self.last_seq = Some(snapshot.seq);
-        self.send(Message::Text(text), kick).await
+        Some(Message::Text(text))
+    }
+
+    /// Sends `first` and whatever else is already queued, up to a batch, with one flush: a
+    /// busy hub then costs one write per batch instead of one per message. Gives up like
+    /// [`Writer::send`].
+    async fn send_queued(&mut self, first: Outbound, kick: &Kick) -> Result<(), ()> {
+        let limit = self.heartbeat * 2;
+        let batch = async {
+            let mut next = Some(first);
+            let mut sent = 0;
+            while let Some(out) = next.take() {
+                let message = match out {
+                    Outbound::Text(text) => Some(Message::Text(text)),
+                    Outbound::FullState => self.state_message(true),
+                };
+                if let Some(message) = message {
+                    self.sink.feed(message).await?;
+                }
+                sent += 1;
+                if sent < MAX_BATCH {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            self.sink.flush().await
+        };
+        tokio::select! {
+            sent = tokio::time::timeout(limit, batch) => match sent {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(()),
+            },
+            _ = kick.kicked() => Err(()),
+        }
     }
 
     /// Sends one frame. Gives up when the client stops taking data for two heartbeats, or
