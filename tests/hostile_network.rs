@@ -3,13 +3,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -77,14 +75,16 @@ async fn oversized_headers_are_refused_with_431() {
     bridge.shutdown().await;
 }
 
+#[cfg(target_os = "linux")]
 /// A TCP connection to the bridge from the loopback address `from` (Linux routes all of
 /// 127.0.0.0/8 to loopback, so each is a different client address).
 async fn connect_from(from: [u8; 4], bridge: &BridgeHandle) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((from, 0)))?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((from, 0)))?;
     socket.connect(bridge.local_addr()).await
 }
 
+#[cfg(target_os = "linux")]
 async fn websocket_from(
     from: [u8; 4],
     bridge: &BridgeHandle,
@@ -97,6 +97,8 @@ async fn websocket_from(
     Ok(ws)
 }
 
+// Linux routes all of 127.0.0.0/8 to loopback; macOS has only 127.0.0.1 unless told.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn one_address_cannot_take_more_than_its_share_of_connections() {
     let world = World::with_state("a: 1\n");
