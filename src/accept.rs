@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -125,9 +125,8 @@ struct Count {
 impl AddressCounts {
     /// A slot for one more connection from `ip`, or `None` when it has `limit` open.
     fn take(&self, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
-        let Ok(mut counts) = self.0.lock() else {
-            return None;
-        };
+        // Nothing under this lock can panic; recover the guard rather than refuse everyone.
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(ip).or_default();
         if count.open >= limit {
             if !count.refusing {
@@ -153,9 +152,8 @@ pub(crate) struct AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        if let Ok(mut counts) = self.counts.0.lock()
-            && let Some(count) = counts.get_mut(&self.ip)
-        {
+        let mut counts = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
             count.open = count.open.saturating_sub(1);
             if count.open == 0 {
                 counts.remove(&self.ip);
