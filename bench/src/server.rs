@@ -87,7 +87,7 @@ fn exists(path: &Path, hint: &str) -> Result<()> {
 }
 
 /// Limits raised for scenarios that send many messages from one connection. The bridge
-/// allows 20 messages a second per connection and 10,000 unread inbox files by default.
+/// allows 100 messages a second per connection and 10,000 unread inbox files by default.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Launch {
     pub(crate) raise_message_rate: bool,

@@ -13,7 +13,6 @@ use super::idle::idle_client;
 use crate::client::{self, Buffers};
 use crate::results::{Better, Metric};
 use crate::server::{Kind, Launch, Server};
-use crate::statefile::state_yaml;
 
 pub(crate) const ID: u8 = 3;
 pub(crate) const OPEN: Metric = Metric::new("connections open", "", Better::Higher);
@@ -26,28 +25,9 @@ pub(crate) fn case(target: usize) -> String {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, kinds: &[Kind]) -> bool {
-    let mut ok = true;
     let case = case(ctx.plan.connections);
-    for rep in 0..ctx.plan.reps {
-        for kind in super::event_driven(kinds) {
-            ctx.begin(&format!(
-                "3 connections · {kind} · {case} · rep {}/{}",
-                rep + 1,
-                ctx.plan.reps
-            ));
-            let outcome = unit(ctx, kind, rep).await;
-            ok &= ctx.end(ID, kind.name(), &case, outcome);
-        }
-    }
-    ok
-}
-
-async fn unit(ctx: &mut Ctx, kind: Kind, rep: usize) -> Result<()> {
-    let mut server =
-        Server::start(kind, &ctx.tools, &state_yaml(2_000, 0), Launch::default()).await?;
-    let outcome = measure(ctx, &mut server, rep).await;
-    server.stop().await;
-    outcome
+    let reps = ctx.plan.reps;
+    super::each_server(ctx, kinds, ID, &case, reps, Launch::default(), measure).await
 }
 
 async fn measure(ctx: &mut Ctx, server: &mut Server, rep: usize) -> Result<()> {

@@ -18,7 +18,6 @@ use super::Ctx;
 use crate::client::{self, BARK_PREFIX, Buffers, Ws};
 use crate::results::{Better, Metric};
 use crate::server::{Kind, Launch, Server};
-use crate::statefile::state_yaml;
 
 pub(crate) const ID: u8 = 2;
 pub(crate) const DELIVERIES: Metric = Metric::new("deliveries per second", "/s", Better::Higher);
@@ -33,31 +32,13 @@ pub(crate) fn case(receivers: usize) -> String {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, kinds: &[Kind]) -> bool {
-    let mut ok = true;
     let case = case(ctx.plan.fanout_receivers);
-    for rep in 0..ctx.plan.reps {
-        for kind in super::event_driven(kinds) {
-            ctx.begin(&format!(
-                "2 fan-out · {kind} · {case} · rep {}/{}",
-                rep + 1,
-                ctx.plan.reps
-            ));
-            let outcome = unit(ctx, kind, rep).await;
-            ok &= ctx.end(ID, kind.name(), &case, outcome);
-        }
-    }
-    ok
-}
-
-async fn unit(ctx: &mut Ctx, kind: Kind, rep: usize) -> Result<()> {
+    let reps = ctx.plan.reps;
     let launch = Launch {
         raise_message_rate: true,
         raise_inbox_files: false,
     };
-    let mut server = Server::start(kind, &ctx.tools, &state_yaml(2_000, 0), launch).await?;
-    let outcome = measure(ctx, &mut server, rep).await;
-    server.stop().await;
-    outcome
+    super::each_server(ctx, kinds, ID, &case, reps, launch, measure).await
 }
 
 /// What one receiving client saw.

@@ -16,7 +16,6 @@ use super::fanout::{AbortOnDrop, wait_until};
 use crate::client::{self, Buffers, Ws};
 use crate::results::{Better, Metric};
 use crate::server::{Kind, Launch, Server};
-use crate::statefile::state_yaml;
 
 pub(crate) const ID: u8 = 4;
 pub(crate) const CPU: Metric = Metric::new("CPU time", "s", Better::Lower);
@@ -35,28 +34,18 @@ pub(crate) fn case_clients(clients: usize, secs: u64) -> String {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, kinds: &[Kind]) -> bool {
-    let mut ok = true;
     let case = case_clients(ctx.plan.idle_clients, ctx.plan.idle_secs);
-    for rep in 0..ctx.plan.reps {
-        for kind in super::event_driven(kinds) {
-            ctx.begin(&format!(
-                "4 idle cost · {kind} · {case} · rep {}/{}",
-                rep + 1,
-                ctx.plan.reps
-            ));
-            let outcome = unit(ctx, kind).await;
-            ok &= ctx.end(ID, kind.name(), &case, outcome);
-        }
-    }
-    ok
-}
-
-async fn unit(ctx: &mut Ctx, kind: Kind) -> Result<()> {
-    let mut server =
-        Server::start(kind, &ctx.tools, &state_yaml(2_000, 0), Launch::default()).await?;
-    let outcome = measure(ctx, &mut server).await;
-    server.stop().await;
-    outcome
+    let reps = ctx.plan.reps;
+    super::each_server(
+        ctx,
+        kinds,
+        ID,
+        &case,
+        reps,
+        Launch::default(),
+        async |ctx, server, _| measure(ctx, server).await,
+    )
+    .await
 }
 
 async fn measure(ctx: &mut Ctx, server: &mut Server) -> Result<()> {

@@ -14,7 +14,6 @@ use super::Ctx;
 use crate::client::{self, Buffers, Ws};
 use crate::results::{Better, Metric, percentile};
 use crate::server::{Kind, Launch, Server};
-use crate::statefile::state_yaml;
 
 pub(crate) const ID: u8 = 5;
 pub(crate) const RATE: Metric = Metric::new("messages persisted per second", "/s", Better::Higher);
@@ -26,31 +25,22 @@ pub(crate) fn case(senders: usize) -> String {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, kinds: &[Kind]) -> bool {
-    let mut ok = true;
     let case = case(ctx.plan.inbox_senders);
-    for rep in 0..ctx.plan.reps {
-        for kind in super::event_driven(kinds) {
-            ctx.begin(&format!(
-                "5 inbox · {kind} · {case} · rep {}/{}",
-                rep + 1,
-                ctx.plan.reps
-            ));
-            let outcome = unit(ctx, kind).await;
-            ok &= ctx.end(ID, kind.name(), &case, outcome);
-        }
-    }
-    ok
-}
-
-async fn unit(ctx: &mut Ctx, kind: Kind) -> Result<()> {
+    let reps = ctx.plan.reps;
     let launch = Launch {
         raise_message_rate: true,
         raise_inbox_files: true,
     };
-    let mut server = Server::start(kind, &ctx.tools, &state_yaml(2_000, 0), launch).await?;
-    let outcome = measure(ctx, &mut server).await;
-    server.stop().await;
-    outcome
+    super::each_server(
+        ctx,
+        kinds,
+        ID,
+        &case,
+        reps,
+        launch,
+        async |ctx, server, _| measure(ctx, server).await,
+    )
+    .await
 }
 
 async fn measure(ctx: &mut Ctx, server: &mut Server) -> Result<()> {

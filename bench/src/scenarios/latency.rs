@@ -93,11 +93,15 @@ pub(crate) async fn run(ctx: &mut Ctx, kinds: &[Kind]) -> bool {
 }
 
 async fn unit(ctx: &mut Ctx, v: Variant, size: usize) -> Result<()> {
-    let mut server =
-        Server::start(v.kind, &ctx.tools, &state_yaml(size, 0), Launch::default()).await?;
-    let outcome = measure(ctx, &mut server, v, size).await;
-    server.stop().await;
-    outcome
+    let state = state_yaml(size, 0);
+    super::on_fresh_server(
+        ctx,
+        v.kind,
+        &state,
+        Launch::default(),
+        async |ctx, server| measure(ctx, server, v, size).await,
+    )
+    .await
 }
 
 async fn measure(ctx: &mut Ctx, server: &mut Server, v: Variant, size: usize) -> Result<()> {

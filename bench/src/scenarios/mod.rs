@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::procfs;
 use crate::results::Results;
-use crate::server::{Kind, Tools};
+use crate::server::{Kind, Launch, Server, Tools};
+use crate::statefile::state_yaml;
 
 pub(crate) mod connections;
 pub(crate) mod fanout;
@@ -255,6 +256,51 @@ pub(crate) async fn run(id: u8, ctx: &mut Ctx, kinds: &[Kind]) -> bool {
         6 => startup::run(ctx, kinds).await,
         _ => true,
     }
+}
+
+/// Starts a fresh server of `kind` on `state`, runs `measure` on it, and stops it whether
+/// or not the measurement worked.
+pub(crate) async fn on_fresh_server(
+    ctx: &mut Ctx,
+    kind: Kind,
+    state: &str,
+    launch: Launch,
+    measure: impl AsyncFnOnce(&mut Ctx, &mut Server) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut server = Server::start(kind, &ctx.tools, state, launch).await?;
+    let outcome = measure(ctx, &mut server).await;
+    server.stop().await;
+    outcome
+}
+
+/// Scenarios 2–6: `reps` times, on every event-driven server in turn, a fresh server with a
+/// 2 KB state and `measure(ctx, server, rep)`; false if any run failed.
+pub(crate) async fn each_server(
+    ctx: &mut Ctx,
+    kinds: &[Kind],
+    id: u8,
+    case: &str,
+    reps: usize,
+    launch: Launch,
+    mut measure: impl AsyncFnMut(&mut Ctx, &mut Server, usize) -> anyhow::Result<()>,
+) -> bool {
+    let state = state_yaml(2_000, 0);
+    let mut ok = true;
+    for rep in 0..reps {
+        for kind in event_driven(kinds) {
+            ctx.begin(&format!(
+                "{id} {} · {kind} · {case} · rep {}/{reps}",
+                name(id),
+                rep + 1
+            ));
+            let outcome = on_fresh_server(ctx, kind, &state, launch, async |ctx, server| {
+                measure(ctx, server, rep).await
+            })
+            .await;
+            ok &= ctx.end(id, kind.name(), case, outcome);
+        }
+    }
+    ok
 }
 
 /// Kinds for scenarios 2–6: the polling variant only matters for latency.

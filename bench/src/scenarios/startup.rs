@@ -9,7 +9,6 @@ use tokio::net::TcpStream;
 use super::Ctx;
 use crate::results::{Better, Metric};
 use crate::server::{Kind, Launch, Server};
-use crate::statefile::state_yaml;
 
 pub(crate) const ID: u8 = 6;
 pub(crate) const STARTUP: Metric = Metric::new("start-up to accepting", "ms", Better::Lower);
@@ -17,24 +16,17 @@ pub(crate) const RSS: Metric = Metric::new("idle RSS", "MB", Better::Lower);
 pub(crate) const CASE: &str = "2 KB state, no clients";
 
 pub(crate) async fn run(ctx: &mut Ctx, kinds: &[Kind]) -> bool {
-    let mut ok = true;
     let reps = ctx.plan.startup_reps;
-    for rep in 0..reps {
-        for kind in super::event_driven(kinds) {
-            ctx.begin(&format!("6 start-up · {kind} · rep {}/{reps}", rep + 1));
-            let outcome = unit(ctx, kind).await;
-            ok &= ctx.end(ID, kind.name(), CASE, outcome);
-        }
-    }
-    ok
-}
-
-async fn unit(ctx: &mut Ctx, kind: Kind) -> Result<()> {
-    let mut server =
-        Server::start(kind, &ctx.tools, &state_yaml(2_000, 0), Launch::default()).await?;
-    let outcome = measure(ctx, &mut server).await;
-    server.stop().await;
-    outcome
+    super::each_server(
+        ctx,
+        kinds,
+        ID,
+        CASE,
+        reps,
+        Launch::default(),
+        async |ctx, server, _| measure(ctx, server).await,
+    )
+    .await
 }
 
 async fn measure(ctx: &mut Ctx, server: &mut Server) -> Result<()> {
