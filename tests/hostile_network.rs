@@ -144,18 +144,19 @@ fn raw_frame(opcode: OpCode, is_final: bool, payload: &[u8]) -> Message {
 
 #[tokio::test]
 async fn invalid_utf8_in_a_text_frame_closes_that_client_with_1007() {
+    let not_utf8 = b"{\"type\":\"bark\",\"text\":\"\xff\xfe\"}";
+    a_bad_frame_closes_its_client_with(raw_frame(OpCode::Data(Data::Text), true, not_utf8), 1007)
+        .await;
+}
+
+/// Sends `frame` from one client: that client is closed with `code`, the others are served.
+async fn a_bad_frame_closes_its_client_with(frame: Message, code: u16) {
     let world = World::with_state("a: 1\n");
     let bridge = start(world.config()).await;
     let (mut bad, _) = connect_with_state(&bridge, "/ws").await;
-    bad.send(raw_frame(
-        OpCode::Data(Data::Text),
-        true,
-        b"{\"type\":\"bark\",\"text\":\"\xff\xfe\"}",
-    ))
-    .await
-    .unwrap();
+    bad.send(frame).await.unwrap();
     let close = recv_close(&mut bad).await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 1007);
+    assert_eq!(u16::from(close.code), code);
     still_serves(&bridge).await;
     bridge.shutdown().await;
 }
@@ -206,16 +207,11 @@ async fn fragmented_messages_with_pings_between_the_pieces_are_put_together() {
 
 #[tokio::test]
 async fn a_continuation_without_a_start_closes_that_client_with_1002() {
-    let world = World::with_state("a: 1\n");
-    let bridge = start(world.config()).await;
-    let (mut bad, _) = connect_with_state(&bridge, "/ws").await;
-    bad.send(raw_frame(OpCode::Data(Data::Continue), true, b"orphan"))
-        .await
-        .unwrap();
-    let close = recv_close(&mut bad).await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 1002);
-    still_serves(&bridge).await;
-    bridge.shutdown().await;
+    a_bad_frame_closes_its_client_with(
+        raw_frame(OpCode::Data(Data::Continue), true, b"orphan"),
+        1002,
+    )
+    .await;
 }
 
 #[tokio::test]
