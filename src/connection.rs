@@ -275,26 +275,13 @@ impl Writer {
             }
             self.sink.flush().await
         };
-        tokio::select! {
-            sent = tokio::time::timeout(limit, batch) => match sent {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(()),
-            },
-            _ = kick.kicked() => Err(()),
-        }
+        until_stalled_or_kicked(limit, kick, batch).await
     }
 
     /// Sends one frame. Gives up when the client stops taking data for two heartbeats, or
     /// at once when the connection is told to close (a stalled send must not delay that).
     async fn send(&mut self, message: Message, kick: &Kick) -> Result<(), ()> {
-        let limit = self.heartbeat * 2;
-        tokio::select! {
-            sent = tokio::time::timeout(limit, self.sink.send(message)) => match sent {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(()),
-            },
-            _ = kick.kicked() => Err(()),
-        }
+        until_stalled_or_kicked(self.heartbeat * 2, kick, self.sink.send(message)).await
     }
 
     /// Sends a last frame, waiting only briefly: the connection is ending either way.
@@ -308,6 +295,22 @@ impl Writer {
             reason: Utf8Bytes::from_static(reason),
         };
         self.send_farewell(Message::Close(Some(frame))).await;
+    }
+}
+
+/// Runs a send: `Err` if it fails, takes longer than `limit`, or the connection is told to
+/// close meanwhile (a stalled send must not delay that).
+async fn until_stalled_or_kicked<E>(
+    limit: Duration,
+    kick: &Kick,
+    send: impl Future<Output = Result<(), E>>,
+) -> Result<(), ()> {
+    tokio::select! {
+        sent = tokio::time::timeout(limit, send) => match sent {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        },
+        _ = kick.kicked() => Err(()),
     }
 }
 
