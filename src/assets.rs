@@ -288,7 +288,7 @@ mod tests {
             state_file: tmp.path().join("state.yaml"),
             inbox_dir: tmp.path().join("inbox"),
             outbox_dir: tmp.path().join("outbox"),
-            token: Some("secret-token".into()),
+            token: Some("5ecre7000000000000000000000000000000000000000000000000000000000a".into()),
             workshop_dir,
             ..Config::default()
         };

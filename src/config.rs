@@ -44,6 +44,14 @@ pub struct Config {
     pub no_trust_loopback: bool,
     /// Extra web origins allowed to open a WebSocket (e.g. `http://workshop.local:5173`).
     pub allowed_origins: Vec<String>,
+    /// Extra host names this bridge answers to, besides `localhost`, IP addresses and this
+    /// machine's own names (e.g. `workshop.example.lan`; `.example.lan` for every name under
+    /// it). A request whose `Host` is not one of them is refused: that is what stops a web
+    /// page from reaching the bridge by pointing its own name at this machine (DNS
+    /// rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Accept a configured token shorter than 128 bits (for tests and throwaway setups).
+    pub allow_weak_token: bool,
     /// Seconds between server pings; a client silent for two intervals is dropped.
     pub heartbeat_secs: u64,
     /// Poll the state file and outbox every N milliseconds instead of using file events.
@@ -71,6 +79,17 @@ pub struct Config {
     pub max_state_bytes: u64,
     /// Messages queued for one client before it counts as too slow and is closed.
     pub client_queue: usize,
+    /// Bytes queued for one client before it counts as too slow and is closed (a single
+    /// message always fits in an empty queue).
+    pub max_client_queue_bytes: usize,
+    /// Bytes queued for all clients together; beyond it the largest queues are closed first.
+    pub max_queued_bytes: usize,
+    /// Longest message `id` a client may send, in bytes (it is echoed and remembered).
+    pub max_id_bytes: usize,
+    /// Deepest nesting of arrays and objects in a client message that is relayed or written.
+    pub max_json_depth: usize,
+    /// Bytes of message ids remembered for exactly-once inbox writes.
+    pub max_remembered_id_bytes: usize,
     /// Serve this directory (your own built Workshop, e.g. a Three.js app) at `/` instead of
     /// the built-in page; `/client.js` stays available.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,6 +131,8 @@ impl Default for Config {
             no_auth: false,
             no_trust_loopback: false,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            allow_weak_token: false,
             heartbeat_secs: 15,
             poll_ms: None,
             log_format: LogFormat::Text,
@@ -124,6 +145,11 @@ impl Default for Config {
             max_inbox_files: 10_000,
             max_state_bytes: 16 * 1024 * 1024,
             client_queue: 256,
+            max_client_queue_bytes: 1024 * 1024,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_id_bytes: 128,
+            max_json_depth: 64,
+            max_remembered_id_bytes: 4 * 1024 * 1024,
             workshop_dir: None,
             pairing: PairingSettings::default(),
             app: toml::Table::new(),
@@ -170,6 +196,16 @@ pub struct Overrides {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+    /// Extra host name this bridge answers to (repeatable; `.example.lan` for every name under it)
+    #[arg(
+        long = "allowed-host",
+        env = "WORKSHOP_BRIDGE_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Accept a configured token shorter than 128 bits
+    #[arg(long, env = "WORKSHOP_BRIDGE_ALLOW_WEAK_TOKEN")]
+    pub allow_weak_token: bool,
     /// Seconds between heartbeats [default: 15]
     #[arg(long, env = "WORKSHOP_BRIDGE_HEARTBEAT_SECS")]
     pub heartbeat_secs: Option<u64>,
@@ -206,6 +242,21 @@ pub struct Overrides {
     /// Messages queued per client before it is closed as too slow [default: 256]
     #[arg(long, env = "WORKSHOP_BRIDGE_CLIENT_QUEUE")]
     pub client_queue: Option<usize>,
+    /// Bytes queued per client before it is closed as too slow [default: 1048576]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CLIENT_QUEUE_BYTES")]
+    pub max_client_queue_bytes: Option<usize>,
+    /// Bytes queued for all clients; beyond it the largest queues are closed [default: 67108864]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_QUEUED_BYTES")]
+    pub max_queued_bytes: Option<usize>,
+    /// Longest message id, in bytes [default: 128]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_ID_BYTES")]
+    pub max_id_bytes: Option<usize>,
+    /// Deepest JSON nesting of a client message [default: 64]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_JSON_DEPTH")]
+    pub max_json_depth: Option<usize>,
+    /// Bytes of message ids remembered for exactly-once writes [default: 4194304]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_REMEMBERED_ID_BYTES")]
+    pub max_remembered_id_bytes: Option<usize>,
     /// Serve this directory (your own built Workshop) at / instead of the built-in page
     #[arg(long, env = "WORKSHOP_BRIDGE_WORKSHOP_DIR")]
     pub workshop_dir: Option<PathBuf>,
@@ -248,7 +299,12 @@ impl Overrides {
             handshake_timeout_secs,
             max_inbox_files,
             max_state_bytes,
-            client_queue
+            client_queue,
+            max_client_queue_bytes,
+            max_queued_bytes,
+            max_id_bytes,
+            max_json_depth,
+            max_remembered_id_bytes
         );
         if self.token.is_some() {
             config.token = self.token;
@@ -264,8 +320,12 @@ impl Overrides {
         }
         config.no_auth |= self.no_auth;
         config.no_trust_loopback |= self.no_trust_loopback;
+        config.allow_weak_token |= self.allow_weak_token;
         if !self.allowed_origins.is_empty() {
             config.allowed_origins = self.allowed_origins;
+        }
+        if !self.allowed_hosts.is_empty() {
+            config.allowed_hosts = self.allowed_hosts;
         }
     }
 }
@@ -368,6 +428,15 @@ impl Config {
                         "must be at most 512 characters without spaces or control characters",
                     );
                 }
+                if !self.allow_weak_token && estimated_bits(t) < MIN_TOKEN_BITS {
+                    return invalid(
+                        field,
+                        &format!(
+                            "is too short to be safe: about {} bits of guessing, and at least {MIN_TOKEN_BITS} are needed (say, 32 random hex characters); generate one with `workshop-bridge token --regenerate`, or allow it with --allow-weak-token",
+                            estimated_bits(t)
+                        ),
+                    );
+                }
             }
         }
         for (field, value) in [
@@ -382,6 +451,11 @@ impl Config {
             ("max_inbox_files", self.max_inbox_files),
             ("max_state_bytes", self.max_state_bytes as usize),
             ("client_queue", self.client_queue),
+            ("max_client_queue_bytes", self.max_client_queue_bytes),
+            ("max_queued_bytes", self.max_queued_bytes),
+            ("max_id_bytes", self.max_id_bytes),
+            ("max_json_depth", self.max_json_depth),
+            ("max_remembered_id_bytes", self.max_remembered_id_bytes),
         ] {
             if value == 0 {
                 return invalid(field, "must be greater than zero");
@@ -394,6 +468,14 @@ impl Config {
                 return invalid(
                     "allowed_origins",
                     &format!("`{origin}` is not an origin like http://host:port"),
+                );
+            }
+        }
+        for host in &self.allowed_hosts {
+            if !crate::host::valid_pattern(host) {
+                return invalid(
+                    "allowed_hosts",
+                    &format!("`{host}` is not a host name like workshop.example.lan"),
                 );
             }
         }
@@ -452,6 +534,30 @@ pub fn write_config_text(path: &Path, text: &str) -> Result<(), Error> {
     };
     std::fs::create_dir_all(dir).map_err(err)?;
     crate::durable::write_atomically(dir, path, text.as_bytes(), true).map_err(err)
+}
+
+/// The least a configured token must be worth, in bits of guessing.
+const MIN_TOKEN_BITS: u32 = 128;
+
+/// How many bits of guessing `token` is worth at most, judged by its length and the
+/// smallest usual alphabet that spells it: 4 bits a character for hex, about 5.95 for
+/// letters and digits, 6 for base64, 6.55 for any printable ASCII. An estimate from above (a
+/// long dictionary word scores well), but it refuses what matters: short passwords.
+fn estimated_bits(token: &str) -> u32 {
+    let per_char_hundredths: u64 = if token.chars().all(|c| c.is_ascii_hexdigit()) {
+        400
+    } else if token.chars().all(|c| c.is_ascii_alphanumeric()) {
+        595
+    } else if token
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '='))
+    {
+        600
+    } else {
+        655
+    };
+    let bits = token.chars().count() as u64 * per_char_hundredths / 100;
+    u32::try_from(bits).unwrap_or(u32::MAX)
 }
 
 /// A fresh random 256-bit token, hex-encoded.

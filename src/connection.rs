@@ -18,16 +18,24 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Farewell, Hub, Kick, Membership, Outbound};
-use crate::inbox::Event;
+use crate::auth::Admitted;
+use crate::dedup::RecentIds;
+use crate::hub::{Farewell, Hub, Kick, Membership, Meter, Outbound, Replies};
+use crate::inbox::{Event, Provenance, REMEMBER_IDS_FOR};
 use crate::protocol::{
     ClientError, ErrorCode, Head, RESERVED_TYPES, Register, ServerMessage, SystemStatus,
-    VISITOR_TYPES, VisitorFields, close, valid_name,
+    VISITOR_TYPES, VisitorFields, close, nested_deeper_than, valid_name,
 };
 use crate::state::SnapshotRx;
 
 /// Most queued messages written before one flush.
 const MAX_BATCH: usize = 64;
+/// Most bytes written before one flush: what the socket's write buffer holds beyond the
+/// queue's own bound.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// Message ids remembered per connection, for clients without a `?client=` identity (their
+/// ids cannot recur on another connection, so they go when the connection goes).
+const CONNECTION_IDS_BYTES: usize = 64 * 1024;
 
 /// How long a last frame (goodbye, close) may take before the connection is just dropped.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -43,14 +51,18 @@ pub(crate) struct ConnectionOptions {
     pub(crate) diff: bool,
     /// The identity the client keeps across reconnects (`?client=`), if it sent one.
     pub(crate) client: Option<String>,
-    /// The client may register and send agent messages.
-    pub(crate) agent: bool,
+    /// How the client was let in, from which page, and whether it may act as an agent.
+    pub(crate) admitted: Admitted,
     /// Heartbeat interval.
     pub(crate) heartbeat: Duration,
     /// Messages per second allowed.
     pub(crate) max_messages_per_sec: u32,
     /// Longest visitor text, in characters.
     pub(crate) max_text_chars: usize,
+    /// Longest message `id`, in bytes.
+    pub(crate) max_id_bytes: usize,
+    /// Deepest nesting of a message.
+    pub(crate) max_json_depth: usize,
 }
 
 /// Runs the connection to its end. `shutdown` is the bridge's.
@@ -60,15 +72,16 @@ pub(crate) async fn serve(
     opts: ConnectionOptions,
     shutdown: CancellationToken,
 ) {
-    let (membership, count) = hub.join(opts.peer, opts.path.clone());
+    let (membership, count) = hub.join(opts.peer, opts.path.clone(), opts.admitted.admission);
     let Membership {
         id,
         rx,
         replies,
+        meter,
         kick,
         snapshots,
     } = membership;
-    tracing::info!(peer = %opts.peer, path = %opts.path, client = id, clients = count, "client connected");
+    tracing::info!(peer = %opts.peer, path = %opts.path, client = id, admitted = ?opts.admitted.admission, clients = count, "client connected");
 
     let (sink, stream) = socket.split();
     let end = CancellationToken::new();
@@ -77,6 +90,7 @@ pub(crate) async fn serve(
     let writer = Writer {
         sink,
         rx,
+        meter,
         snapshots,
         diff: opts.diff,
         last_seq: None,
@@ -92,6 +106,12 @@ pub(crate) async fn serve(
         last_seen,
         rate: RateWindow::new(opts.max_messages_per_sec),
         present: None,
+        provenance: Provenance {
+            admitted: opts.admitted.admission,
+            origin: opts.admitted.origin.clone(),
+            peer: opts.peer,
+        },
+        own_ids: RecentIds::new(REMEMBER_IDS_FOR, CONNECTION_IDS_BYTES),
     };
 
     let (read_end, write_end) = tokio::join!(
@@ -146,6 +166,8 @@ impl LastSeen {
 struct Writer {
     sink: SplitSink<WebSocket, Message>,
     rx: mpsc::Receiver<Outbound>,
+    /// The bytes queued for this client; given back once sent (or dropped).
+    meter: Arc<Meter>,
     snapshots: SnapshotRx,
     diff: bool,
     last_seq: Option<u64>,
@@ -257,10 +279,13 @@ impl Writer {
     /// [`Writer::send`].
     async fn send_queued(&mut self, first: Outbound, kick: &Kick) -> Result<(), ()> {
         let limit = self.heartbeat * 2;
+        // Bytes taken off the queue: they count against the client until written out.
+        let mut taken = 0;
         let batch = async {
             let mut next = Some(first);
             let mut sent = 0;
             while let Some(out) = next.take() {
+                taken += out.bytes();
                 let message = match out {
                     Outbound::Text(text) => Some(Message::Text(text)),
                     Outbound::FullState => self.state_message(true),
@@ -269,13 +294,15 @@ impl Writer {
                     self.sink.feed(message).await?;
                 }
                 sent += 1;
-                if sent < MAX_BATCH {
+                if sent < MAX_BATCH && taken < MAX_BATCH_BYTES {
                     next = self.rx.try_recv().ok();
                 }
             }
             self.sink.flush().await
         };
-        until_stalled_or_kicked(limit, kick, batch).await
+        let result = until_stalled_or_kicked(limit, kick, batch).await;
+        self.meter.sub(taken);
+        result
     }
 
     /// Sends one frame. Gives up when the client stops taking data for two heartbeats, or
@@ -295,6 +322,17 @@ impl Writer {
             reason: Utf8Bytes::from_static(reason),
         };
         self.send_farewell(Message::Close(Some(frame))).await;
+    }
+}
+
+impl Drop for Writer {
+    /// Gives back the bytes of whatever is still queued: the hub's total must only count
+    /// what is really waiting.
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(out) = self.rx.try_recv() {
+            self.meter.sub(out.bytes());
+        }
     }
 }
 
@@ -318,12 +356,16 @@ struct Reader<'a> {
     id: u64,
     hub: Hub,
     opts: &'a ConnectionOptions,
-    replies: mpsc::Sender<Outbound>,
+    replies: Replies,
     kick: Arc<Kick>,
     last_seen: Arc<LastSeen>,
     rate: RateWindow,
     /// The visitor this connection announced with `enter` and has not yet `leave`d.
     present: Option<String>,
+    /// Who this connection is, written into every inbox file it causes.
+    provenance: Provenance,
+    /// Ids already written, for a client without a `?client=` identity.
+    own_ids: RecentIds,
 }
 
 impl Reader<'_> {
@@ -422,7 +464,17 @@ impl Reader<'_> {
                 return Err(());
             }
         }
-        let head = match Head::parse(text) {
+        if nested_deeper_than(text, self.opts.max_json_depth) {
+            let e = ClientError::new(
+                ErrorCode::TooDeep,
+                format!(
+                    "messages may nest arrays and objects at most {} deep",
+                    self.opts.max_json_depth
+                ),
+            );
+            return self.reply_error(&e, None).await;
+        }
+        let head = match Head::parse(text, self.opts.max_id_bytes) {
             Ok(head) => head,
             Err(e) => {
                 tracing::debug!(peer = %self.opts.peer, error = %e.message, "bad message");
@@ -451,10 +503,26 @@ impl Reader<'_> {
                 format!("`{kind}` is sent by the bridge only"),
             ));
         }
-        if !self.opts.agent && !VISITOR_TYPES.contains(&kind) {
+        if !self.opts.admitted.agent && !VISITOR_TYPES.contains(&kind) {
+            let why = if self.opts.admitted.origin.is_some() {
+                "a web page may send visitor messages only"
+            } else {
+                "this connection was not let in as an agent (that needs the agent token if one is set, else the token or a program on this machine)"
+            };
             return Err(ClientError::new(
                 ErrorCode::Forbidden,
-                format!("sending `{kind}` needs the agent token"),
+                format!("`{kind}` is for agents: {why}"),
+            ));
+        }
+        if kind != "agent_register"
+            && let Some(claimed) = head.claimed_agent()?
+            && self.hub.agent_of(self.id).as_deref() != Some(claimed)
+        {
+            return Err(ClientError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this connection is not registered as agent `{claimed}`: only that agent may send messages naming it in `agent_id`"
+                ),
             ));
         }
         match kind {
@@ -463,12 +531,11 @@ impl Reader<'_> {
                 self.reply(pong).await.map_err(|()| gone())?;
                 Ok(false)
             }
-            "pong" => Ok(false),
             "resync" => {
                 self.replies
                     .send(Outbound::FullState)
                     .await
-                    .map_err(|_| gone())?;
+                    .map_err(|()| gone())?;
                 Ok(false)
             }
             "message" | "enter" | "leave" | "visitor_message" | "chat_message" => {
@@ -478,7 +545,7 @@ impl Reader<'_> {
             "agent_register" => {
                 let register: Register = serde_json::from_str(text).map_err(bad_fields)?;
                 let (agent, role) = register.into_identity()?;
-                self.hub.register(self.id, agent, role);
+                self.hub.register(self.id, agent, role)?;
                 Ok(true)
             }
             _ => {
@@ -496,11 +563,36 @@ impl Reader<'_> {
         text: &Utf8Bytes,
     ) -> Result<(), ClientError> {
         let fields: VisitorFields = serde_json::from_str(text).map_err(bad_fields)?;
-        let visitor = fields
-            .visitor
-            .as_deref()
-            .or(fields.agent_id.as_deref())
-            .unwrap_or("visitor");
+        let named = fields.visitor.as_deref().or(fields.agent_id.as_deref());
+        // `enter` and `leave` speak only for the visitor this connection introduced: no one
+        // can make another visitor leave, or be in two places at once.
+        let present = self.present.clone();
+        let visitor = match (kind, named, present.as_deref()) {
+            ("leave", _, None) => {
+                return Err(ClientError::new(
+                    ErrorCode::Forbidden,
+                    "this connection has not entered: `leave` speaks only for the visitor a connection entered as",
+                ));
+            }
+            ("leave", Some(name), Some(entered)) if name != entered => {
+                return Err(ClientError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "`leave` speaks only for `{entered}`, the visitor this connection entered as"
+                    ),
+                ));
+            }
+            ("leave", _, Some(entered)) => entered,
+            ("enter", name, Some(entered)) if name.unwrap_or("visitor") != entered => {
+                return Err(ClientError::new(
+                    ErrorCode::BadMessage,
+                    format!(
+                        "this connection is already present as `{entered}`; send `leave` first"
+                    ),
+                ));
+            }
+            (_, name, _) => name.unwrap_or("visitor"),
+        };
         if !valid_name(visitor, 64) {
             return Err(ClientError::new(
                 ErrorCode::BadMessage,
@@ -536,15 +628,15 @@ impl Reader<'_> {
             reason: None,
             via: (kind != "message" && is_message).then_some(kind),
             client_id: head.id,
-            peer: self.opts.peer.to_string(),
+            provenance: &self.provenance,
         };
-        // Without an identity, repeats are recognised within this connection only.
-        let identity = match &self.opts.client {
-            Some(client) => client.clone(),
-            None => format!("connection-{}", self.id),
-        };
-        let key = head.id.map(|id| (identity.as_str(), id.get()));
-        if !self.hub.inbox().write_once(key, &event).await? {
+        // Without an identity, repeats are recognised within this connection only, and
+        // forgotten with it.
+        let slot = head.id.map(|id| match &self.opts.client {
+            Some(client) => self.hub.inbox().slot(client, id.get()),
+            None => self.own_ids.slot("", id.get()),
+        });
+        if !self.hub.inbox().write_once(slot, &event).await? {
             tracing::debug!(peer = %self.opts.peer, "repeated message acknowledged again, not written");
             return Ok(());
         }
@@ -579,7 +671,7 @@ impl Reader<'_> {
             reason: Some(reason),
             via: None,
             client_id: None,
-            peer: self.opts.peer.to_string(),
+            provenance: &self.provenance,
         };
         if self.hub.inbox().write(&event).await.is_ok() {
             let text = ServerMessage::Leave { visitor, reason }.to_text();
@@ -588,10 +680,7 @@ impl Reader<'_> {
     }
 
     async fn reply(&self, text: Utf8Bytes) -> Result<(), ()> {
-        self.replies
-            .send(Outbound::Text(text))
-            .await
-            .map_err(|_| ())
+        self.replies.send(Outbound::Text(text)).await
     }
 
     async fn reply_error(&self, e: &ClientError, id: Option<&RawValue>) -> Result<(), ()> {

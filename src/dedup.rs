@@ -4,6 +4,9 @@
 //! sends them again with the same `id`. The bridge remembers each (client identity, id) for
 //! a few minutes: a repeat is acknowledged again but not written again. Concurrent repeats
 //! (the old half-dead socket and the new one) share one write through a `OnceCell`.
+//!
+//! The table is bounded in time and in bytes, not in entries: ids are chosen by clients,
+//! so a count alone would let long ids take any amount of memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,27 +18,35 @@ use tokio::time::Instant;
 /// Who sent it (the client's stable identity) and the id it gave the message.
 type Key = (Box<str>, Box<str>);
 
-/// The ids seen recently, oldest first, bounded in time and in number.
+/// The ids seen recently, oldest first, bounded in time and in bytes.
 #[derive(Debug)]
 pub(crate) struct RecentIds {
     inner: Mutex<Inner>,
     ttl: Duration,
-    capacity: usize,
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     slots: HashMap<Key, Arc<OnceCell<()>>>,
     order: VecDeque<(Instant, Key)>,
+    /// What the entries take, as [`cost`] counts it.
+    bytes: usize,
+}
+
+/// What one entry takes: its two strings, stored twice (map and queue), plus the fixed
+/// part (hash-map bucket, queue slot, the `Arc<OnceCell>`), measured at about 100 bytes.
+fn cost(key: &Key) -> usize {
+    2 * (key.0.len() + key.1.len()) + 128
 }
 
 impl RecentIds {
-    /// Remembers ids for `ttl`, and at most `capacity` of them.
-    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
+    /// Remembers ids for `ttl`, in at most about `max_bytes` of memory.
+    pub(crate) fn new(ttl: Duration, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             ttl,
-            capacity,
+            max_bytes,
         }
     }
 
@@ -46,20 +57,28 @@ impl RecentIds {
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key: Key = (client.into(), id.into());
+        let room = self.max_bytes.saturating_sub(cost(&key));
         while let Some((at, _)) = inner.order.front() {
             let expired = now.duration_since(*at) > self.ttl;
-            if !expired && inner.order.len() < self.capacity {
+            if !expired && inner.bytes <= room {
                 break;
             }
-            if let Some((_, key)) = inner.order.pop_front() {
-                inner.slots.remove(&key);
+            if let Some((_, old)) = inner.order.pop_front() {
+                inner.bytes = inner.bytes.saturating_sub(cost(&old));
+                inner.slots.remove(&old);
             }
         }
-        let key: Key = (client.into(), id.into());
+        if inner.order.is_empty() {
+            // Give back what a burst took: an idle table should cost nothing.
+            inner.order.shrink_to_fit();
+            inner.slots.shrink_to_fit();
+        }
         if let Some(slot) = inner.slots.get(&key) {
             return Arc::clone(slot);
         }
         let slot = Arc::new(OnceCell::new());
+        inner.bytes += cost(&key);
         inner.slots.insert(key.clone(), Arc::clone(&slot));
         inner.order.push_back((now, key));
         slot
@@ -72,7 +91,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn same_key_shares_a_slot_until_it_expires() {
-        let recent = RecentIds::new(Duration::from_secs(60), 100);
+        let recent = RecentIds::new(Duration::from_secs(60), 64 * 1024);
         let a = recent.slot("tab-1", "\"m1\"");
         a.set(()).unwrap();
         assert!(recent.slot("tab-1", "\"m1\"").initialized());
@@ -84,14 +103,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn bounded_in_number() {
-        let recent = RecentIds::new(Duration::from_secs(60), 3);
+    async fn bounded_in_bytes_whatever_the_ids_length() {
+        let recent = RecentIds::new(Duration::from_secs(60), 3 * 130);
         for i in 0..10 {
             recent.slot("c", &i.to_string()).set(()).unwrap();
         }
         assert!(recent.slot("c", "9").initialized());
         assert!(!recent.slot("c", "0").initialized());
+        assert!(recent.inner.lock().unwrap().slots.len() <= 3);
+
+        let recent = RecentIds::new(Duration::from_secs(60), 64 * 1024);
+        let long = "x".repeat(1000);
+        for i in 0..1000 {
+            recent.slot("c", &format!("{long}{i}")).set(()).unwrap();
+        }
         let inner = recent.inner.lock().unwrap();
-        assert!(inner.slots.len() <= 3);
+        assert!(inner.bytes <= 64 * 1024, "{}", inner.bytes);
+        assert!(inner.slots.len() < 40, "{}", inner.slots.len());
     }
 }

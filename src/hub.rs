@@ -1,13 +1,15 @@
 //! The hub: who is connected, who is registered as which agent, and delivery to them.
 //!
-//! Every client has a bounded queue. Delivery never waits: a message that does not fit in a
-//! client's queue marks that client too slow and closes it (it reconnects and resyncs),
-//! so one stalled iPad cannot hold up the others. The registry lock is a `std` mutex held
-//! only for map operations and `try_send`, never across an `.await`.
+//! Every client has a queue bounded in messages and in bytes, and all queues together are
+//! bounded in bytes. Delivery never waits: a message that does not fit in a client's queue
+//! marks that client too slow and closes it (it reconnects and resyncs), so one stalled
+//! iPad cannot hold up the others; when all queues together hold too much, the largest are
+//! closed first. The registry lock is a `std` mutex held only for map operations and
+//! `try_send`, never across an `.await`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
@@ -16,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Admission;
 use crate::inbox::Inbox;
 use crate::protocol::{ClientError, ErrorCode, ServerMessage, close};
 use crate::state::{SnapshotRx, StateHealth};
@@ -29,6 +32,9 @@ pub struct ClientInfo {
     pub peer: SocketAddr,
     /// The path it connected to (`/`, `/ws`, `/ws/matrix`).
     pub path: String,
+    /// How it was let in: an agent id it holds can only be taken over by a client let in
+    /// at least as strongly.
+    pub admitted: Admission,
     /// When it connected.
     #[serde(serialize_with = "rfc3339")]
     pub connected_at: SystemTime,
@@ -42,6 +48,61 @@ pub struct ClientInfo {
     /// too slow to keep up); the client stays listed until its socket is closed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closing: Option<&'static str>,
+    /// Bytes waiting to be sent to it.
+    pub queued_bytes: usize,
+}
+
+/// How much may wait for clients.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    /// Messages per client.
+    pub(crate) messages: usize,
+    /// Bytes per client (a single message always fits in an empty queue).
+    pub(crate) client_bytes: usize,
+    /// Bytes for all clients together.
+    pub(crate) total_bytes: usize,
+}
+
+/// The bytes one client has waiting (queued, or being written), counted in the hub's total
+/// too. Whoever takes a message off the queue gives its bytes back.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    client: AtomicUsize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Meter {
+    fn add(&self, bytes: usize) {
+        self.client.fetch_add(bytes, Ordering::Relaxed);
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Gives back `bytes` that were counted with `add`.
+    pub(crate) fn sub(&self, bytes: usize) {
+        self.client.fetch_sub(bytes, Ordering::Relaxed);
+        self.total.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn client(&self) -> usize {
+        self.client.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection's own way into its queue, for its replies (acks, errors, pongs).
+#[derive(Debug, Clone)]
+pub(crate) struct Replies {
+    tx: mpsc::Sender<Outbound>,
+    meter: Arc<Meter>,
+}
+
+impl Replies {
+    /// Queues `out`, waiting for room: a client that sends faster than it reads is slowed
+    /// down. `Err` once the connection is gone.
+    pub(crate) async fn send(&self, out: Outbound) -> Result<(), ()> {
+        let bytes = out.bytes();
+        self.meter.add(bytes);
+        self.tx.send(out).await.map_err(|_| self.meter.sub(bytes))
+    }
 }
 
 /// What a client's writer task is asked to send.
@@ -51,6 +112,17 @@ pub(crate) enum Outbound {
     Text(Utf8Bytes),
     /// The whole current state (the client asked for a resync).
     FullState,
+}
+
+impl Outbound {
+    /// The bytes it holds, as the queue bounds count them.
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            // Refers to the shared snapshot; the queue holds nothing of its own.
+            Self::FullState => 0,
+        }
+    }
 }
 
 /// Tells a connection to close, with the first reason given.
@@ -112,7 +184,9 @@ struct Shared {
     snapshots: SnapshotRx,
     state_health: Arc<Mutex<StateHealth>>,
     inbox: Inbox,
-    queue: usize,
+    limits: QueueLimits,
+    /// Bytes waiting for all clients together.
+    queued_total: Arc<AtomicUsize>,
     next_id: AtomicU64,
     started_at: SystemTime,
     /// Bumped on every connect, disconnect and registration, for live views.
@@ -127,6 +201,7 @@ struct Registry {
 
 struct Entry {
     tx: mpsc::Sender<Outbound>,
+    meter: Arc<Meter>,
     kick: Arc<Kick>,
     info: ClientInfo,
 }
@@ -136,7 +211,9 @@ pub(crate) struct Membership {
     pub(crate) id: u64,
     pub(crate) rx: mpsc::Receiver<Outbound>,
     /// The connection's own way into its queue, for replies.
-    pub(crate) replies: mpsc::Sender<Outbound>,
+    pub(crate) replies: Replies,
+    /// The bytes waiting for it; the writer gives them back as it sends.
+    pub(crate) meter: Arc<Meter>,
     pub(crate) kick: Arc<Kick>,
     pub(crate) snapshots: SnapshotRx,
 }
@@ -146,7 +223,7 @@ impl Hub {
         snapshots: SnapshotRx,
         state_health: Arc<Mutex<StateHealth>>,
         inbox: Inbox,
-        queue: usize,
+        limits: QueueLimits,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -154,7 +231,8 @@ impl Hub {
                 snapshots,
                 state_health,
                 inbox,
-                queue,
+                limits,
+                queued_total: Arc::new(AtomicUsize::new(0)),
                 next_id: AtomicU64::new(1),
                 started_at: SystemTime::now(),
                 changes: watch::channel(0).0,
@@ -181,18 +259,29 @@ impl Hub {
     }
 
     /// Adds a client; returns its id, queue and kick switch. Also the number now connected.
-    pub(crate) fn join(&self, peer: SocketAddr, path: String) -> (Membership, usize) {
+    pub(crate) fn join(
+        &self,
+        peer: SocketAddr,
+        path: String,
+        admitted: Admission,
+    ) -> (Membership, usize) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.shared.queue);
+        let (tx, rx) = mpsc::channel(self.shared.limits.messages);
+        let meter = Arc::new(Meter {
+            client: AtomicUsize::new(0),
+            total: Arc::clone(&self.shared.queued_total),
+        });
         let kick = Arc::new(Kick::default());
         let info = ClientInfo {
             id,
             peer,
             path,
+            admitted,
             connected_at: SystemTime::now(),
             agent_id: None,
             role: None,
             closing: None,
+            queued_bytes: 0,
         };
         let count = {
             let mut reg = self.registry();
@@ -200,6 +289,7 @@ impl Hub {
                 id,
                 Entry {
                     tx: tx.clone(),
+                    meter: Arc::clone(&meter),
                     kick: Arc::clone(&kick),
                     info,
                 },
@@ -210,7 +300,11 @@ impl Hub {
         let membership = Membership {
             id,
             rx,
-            replies: tx,
+            replies: Replies {
+                tx,
+                meter: Arc::clone(&meter),
+            },
+            meter,
             kick,
             snapshots: self.shared.snapshots.clone(),
         };
@@ -250,10 +344,29 @@ impl Hub {
 
     /// Registers connection `id` as `agent` with `role`. A live connection holding the same
     /// id is told why and closed: an agent reconnecting after a half-dead socket must not be
-    /// locked out by its own ghost.
-    pub(crate) fn register(&self, id: u64, agent: String, role: String) {
+    /// locked out by its own ghost. But only by a connection let in at least as strongly:
+    /// a LAN client with the token cannot take the id of the agent on this machine.
+    pub(crate) fn register(&self, id: u64, agent: String, role: String) -> Result<(), ClientError> {
         let (previous_own, replaced) = {
             let mut reg = self.registry();
+            let Some(admitted) = reg.clients.get(&id).map(|e| e.info.admitted) else {
+                return Ok(());
+            };
+            let holder = reg
+                .agents
+                .get(&agent)
+                .filter(|other| **other != id)
+                .and_then(|other| reg.clients.get(other));
+            if let Some(holder) = holder
+                && holder.info.admitted > admitted
+            {
+                return Err(ClientError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "agent id `{agent}` is held by a connection with more privilege; it cannot be taken over from here"
+                    ),
+                ));
+            }
             let replaced = match reg.agents.insert(agent.clone(), id) {
                 Some(other) if other != id => reg.clients.get_mut(&other).map(|e| {
                     e.info.agent_id = None;
@@ -263,7 +376,7 @@ impl Hub {
                 _ => None,
             };
             let Some(entry) = reg.clients.get_mut(&id) else {
-                return;
+                return Ok(());
             };
             let previous_own = entry.info.agent_id.replace(agent.clone());
             entry.info.role = Some(role.clone());
@@ -307,6 +420,15 @@ impl Hub {
         .to_text();
         self.broadcast(text, None);
         self.changed();
+        Ok(())
+    }
+
+    /// The agent id connection `id` is registered as, if any.
+    pub(crate) fn agent_of(&self, id: u64) -> Option<String> {
+        self.registry()
+            .clients
+            .get(&id)
+            .and_then(|e| e.info.agent_id.clone())
     }
 
     /// Sends `text` to every client but `except`.
@@ -314,9 +436,10 @@ impl Hub {
         let reg = self.registry();
         for (id, entry) in &reg.clients {
             if Some(*id) != except {
-                deliver(entry, text.clone());
+                self.deliver(entry, text.clone());
             }
         }
+        self.shed_if_over(&reg);
     }
 
     /// Sends a message that came from the bridge itself (the outbox) to everyone.
@@ -337,7 +460,8 @@ impl Hub {
                     format!("no agent `{target}` is connected"),
                 )
             })?;
-        deliver(entry, text);
+        self.deliver(entry, text);
+        self.shed_if_over(&reg);
         Ok(())
     }
 
@@ -349,6 +473,7 @@ impl Hub {
             .values()
             .map(|e| ClientInfo {
                 closing: e.kick.reason(),
+                queued_bytes: e.meter.client(),
                 ..e.info.clone()
             })
             .collect();
@@ -386,19 +511,62 @@ impl Hub {
             entry.kick.kick(code, reason);
         }
     }
-}
 
-fn deliver(entry: &Entry, text: Utf8Bytes) {
-    match entry.tx.try_send(Outbound::Text(text)) {
-        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            if entry.kick.kick(
-                close::TRY_AGAIN_LATER,
-                "too slow to keep up; reconnect to resync",
-            ) {
-                tracing::warn!(peer = %entry.info.peer, client = entry.info.id, "client too slow; closing it");
+    /// Queues `text` for one client, or closes the client if its queue is full in messages
+    /// or in bytes.
+    fn deliver(&self, entry: &Entry, text: Utf8Bytes) {
+        let bytes = text.len();
+        let queued = entry.meter.client();
+        if queued > 0 && queued.saturating_add(bytes) > self.shared.limits.client_bytes {
+            too_slow(entry, "more bytes queued than a client may have");
+            return;
+        }
+        entry.meter.add(bytes);
+        match entry.tx.try_send(Outbound::Text(text)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => entry.meter.sub(bytes),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                entry.meter.sub(bytes);
+                too_slow(entry, "more messages queued than a client may have");
             }
         }
+    }
+
+    /// When all queues together hold more than allowed, closes the largest first until what
+    /// remains fits: the clients that fell furthest behind make room for everyone else.
+    fn shed_if_over(&self, reg: &Registry) {
+        let limit = self.shared.limits.total_bytes;
+        let mut total = self.shared.queued_total.load(Ordering::Relaxed);
+        if total <= limit {
+            return;
+        }
+        let mut queues: Vec<(usize, &Entry)> = reg
+            .clients
+            .values()
+            .filter(|e| e.kick.reason().is_none())
+            .map(|e| (e.meter.client(), e))
+            .collect();
+        queues.sort_unstable_by_key(|q| std::cmp::Reverse(q.0));
+        for (bytes, entry) in queues {
+            if total <= limit || bytes == 0 {
+                break;
+            }
+            too_slow(
+                entry,
+                "one of the largest queues while all queues were full",
+            );
+            total = total.saturating_sub(bytes);
+        }
+    }
+}
+
+/// Closes a client that cannot keep up (1013: it reconnects and resyncs).
+fn too_slow(entry: &Entry, why: &'static str) {
+    if entry.kick.kick(
+        close::TRY_AGAIN_LATER,
+        "too slow to keep up; reconnect to resync",
+    ) {
+        tracing::warn!(peer = %entry.info.peer, client = entry.info.id, why, "client too slow; closing it");
     }
 }
 

@@ -5,14 +5,19 @@
 //! the agent never reads half a file and an acknowledged message survives a power cut.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Admission;
 use crate::dedup::RecentIds;
 use crate::durable;
 use crate::protocol::{ClientError, ErrorCode};
@@ -27,6 +32,10 @@ pub(crate) struct Inbox {
     /// Files we believe are waiting; recounted from disk only when it reaches the limit,
     /// since the agent deletes files without telling us.
     waiting: AtomicUsize,
+    /// When the folder was last recounted while full, and its modification time then. A
+    /// deletion changes the folder's modification time, so while that stays the same the
+    /// count is still right: a flood of refused messages costs one `stat` each, not a scan.
+    last_recount: Mutex<Option<(Instant, Option<SystemTime>)>>,
     /// Writes run on the blocking pool; shutdown waits for them here.
     writes: TaskTracker,
     /// Messages already written, by client identity and message id.
@@ -53,8 +62,22 @@ pub(crate) struct Event<'a> {
     /// The client's own id for the message, if it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) client_id: Option<&'a RawValue>,
-    /// The sender's network address.
-    pub(crate) peer: String,
+    /// Who sent it, as far as the bridge can tell.
+    pub(crate) provenance: &'a Provenance,
+}
+
+/// Who sent an event, so the agent can weigh what it reads: every inbox file becomes part
+/// of the agent's prompt, and visitor text is untrusted data.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Provenance {
+    /// How the sender's connection was let in: `token`, `loopback`, `agent_token` or
+    /// `no_auth`.
+    pub(crate) admitted: Admission,
+    /// The web page it came from (its `Origin`), if it was a browser.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) origin: Option<String>,
+    /// Its network address.
+    pub(crate) peer: SocketAddr,
 }
 
 /// The file as written: the event plus what the bridge adds.
@@ -67,14 +90,15 @@ struct Record<'a> {
 }
 
 /// How long a message id is remembered: longer than any client keeps retrying.
-const REMEMBER_IDS_FOR: std::time::Duration = std::time::Duration::from_secs(5 * 60);
-/// How many ids are remembered at most, whatever their age.
-const REMEMBER_IDS_MAX: usize = 65_536;
+pub(crate) const REMEMBER_IDS_FOR: Duration = Duration::from_secs(5 * 60);
+/// A full inbox is recounted at least this often even if its folder looks unchanged (file
+/// systems whose times are coarse).
+const RECOUNT_ANYWAY: Duration = Duration::from_secs(2);
 
 impl Inbox {
     /// Prepares the inbox at `dir`, which must exist, removing the temporary files a crash
     /// of an earlier run left behind (never acknowledged, so nothing is lost).
-    pub(crate) fn new(dir: PathBuf, max_files: usize) -> Self {
+    pub(crate) fn new(dir: PathBuf, max_files: usize, max_remembered_id_bytes: usize) -> Self {
         remove_leftovers(&dir);
         let waiting = count_waiting(&dir).unwrap_or(0);
         Self {
@@ -82,23 +106,30 @@ impl Inbox {
             counter: AtomicU64::new(0),
             max_files,
             waiting: AtomicUsize::new(waiting),
+            last_recount: Mutex::new(None),
             writes: TaskTracker::new(),
-            recent: RecentIds::new(REMEMBER_IDS_FOR, REMEMBER_IDS_MAX),
+            recent: RecentIds::new(REMEMBER_IDS_FOR, max_remembered_id_bytes),
         }
     }
 
-    /// Writes `event` once per `(client, message id)`: a repeat waits for the first write and
-    /// returns `Ok(false)` without writing again. `Ok(true)` when this call wrote it.
+    /// The write slot of message `id` from the client that keeps the identity `client`
+    /// across reconnects.
+    pub(crate) fn slot(&self, client: &str, id: &str) -> Arc<OnceCell<()>> {
+        self.recent.slot(client, id)
+    }
+
+    /// Writes `event` once per write slot (see [`Inbox::slot`]): a repeat waits for the
+    /// first write and returns `Ok(false)` without writing again. `Ok(true)` when this call
+    /// wrote it.
     pub(crate) async fn write_once(
         &self,
-        key: Option<(&str, &str)>,
+        slot: Option<Arc<OnceCell<()>>>,
         event: &Event<'_>,
     ) -> Result<bool, ClientError> {
-        let Some((client, id)) = key else {
+        let Some(slot) = slot else {
             self.write(event).await?;
             return Ok(true);
         };
-        let slot = self.recent.slot(client, id);
         let mut wrote = false;
         slot.get_or_try_init(|| async {
             self.write(event).await?;
@@ -111,16 +142,11 @@ impl Inbox {
 
     /// Writes `event` durably and returns the file's id once it is on disk.
     pub(crate) async fn write(&self, event: &Event<'_>) -> Result<String, ClientError> {
-        if self.waiting.load(Ordering::Relaxed) >= self.max_files {
-            let actual = count_waiting(&self.dir).unwrap_or(usize::MAX);
-            self.waiting.store(actual, Ordering::Relaxed);
-            if actual >= self.max_files {
-                tracing::warn!(dir = %self.dir.display(), waiting = actual, "inbox full; refusing message");
-                return Err(ClientError::new(
-                    ErrorCode::InboxFull,
-                    "the agent has too many unread messages; try again later",
-                ));
-            }
+        if self.waiting.load(Ordering::Relaxed) >= self.max_files && !self.recount_has_room() {
+            return Err(ClientError::new(
+                ErrorCode::InboxFull,
+                "the agent has too many unread messages; try again later",
+            ));
         }
         let received_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         // 2026-11-23T10:15:02.123Z -> 20261123T101502.123Z: sortable and safe in any file system.
@@ -166,6 +192,34 @@ impl Inbox {
                 }
             }
         }
+    }
+
+    /// Whether the full inbox has room again (the agent deletes files without telling us):
+    /// recounted only when the folder changed, and said in the log once per recount.
+    fn recount_has_room(&self) -> bool {
+        let modified = std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
+        {
+            let mut last = self
+                .last_recount
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if let Some((at, seen)) = *last
+                && seen == modified
+                && modified.is_some()
+                && now.duration_since(at) < RECOUNT_ANYWAY
+            {
+                return false;
+            }
+            *last = Some((now, modified));
+        }
+        let actual = count_waiting(&self.dir).unwrap_or(usize::MAX);
+        self.waiting.store(actual, Ordering::Relaxed);
+        if actual >= self.max_files {
+            tracing::warn!(dir = %self.dir.display(), waiting = actual, "inbox full; refusing messages");
+            return false;
+        }
+        true
     }
 
     /// Waits for writes in progress to reach the disk.

@@ -24,6 +24,7 @@ mod dedup;
 mod durable;
 mod error;
 mod fswatch;
+mod host;
 mod hub;
 mod inbox;
 mod outbox;
@@ -31,6 +32,7 @@ pub mod pairing;
 pub mod protocol;
 mod server;
 mod state;
+mod throttle;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -41,6 +43,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::auth::Admission;
 pub use crate::config::{Config, LogFormat, Overrides};
 pub use crate::error::Error;
 pub use crate::hub::ClientInfo;
@@ -85,12 +88,20 @@ impl Bridge {
         let outbox_watch = watch_dir(&config.outbox_dir, poll, |_| true)?;
         let mut state = StateFile::new(config.state_file.clone(), config.max_state_bytes);
         state.reload().await;
-        let inbox = Inbox::new(config.inbox_dir.clone(), config.max_inbox_files);
+        let inbox = Inbox::new(
+            config.inbox_dir.clone(),
+            config.max_inbox_files,
+            config.max_remembered_id_bytes,
+        );
         let hub = Hub::new(
             state.subscribe(),
             state.health(),
             inbox,
-            config.client_queue,
+            hub::QueueLimits {
+                messages: config.client_queue,
+                client_bytes: config.max_client_queue_bytes,
+                total_bytes: config.max_queued_bytes,
+            },
         );
 
         let addr = SocketAddr::new(config.bind, config.port);
@@ -122,6 +133,8 @@ impl Bridge {
             max_frame_bytes: config.max_frame_bytes,
             max_messages_per_sec: config.max_messages_per_sec,
             max_text_chars: config.max_text_chars,
+            max_id_bytes: config.max_id_bytes,
+            max_json_depth: config.max_json_depth,
             assets: assets::Assets::new(config.workshop_dir.clone()),
         });
         tasks.spawn(accept::serve(

@@ -37,11 +37,18 @@ pub(crate) struct Head<'a> {
     /// The registered agent a directed message is for.
     #[serde(default, borrow)]
     pub(crate) target_id: Option<Cow<'a, str>>,
+    /// The agent the message says it is from (the Matrix spelling).
+    #[serde(default, borrow)]
+    pub(crate) agent_id: Option<Cow<'a, str>>,
+    /// The agent the message says it is from (the gateway's spelling).
+    #[serde(default, borrow, rename = "agentId")]
+    pub(crate) agent_id_camel: Option<Cow<'a, str>>,
 }
 
 impl<'a> Head<'a> {
-    /// Parses just the routing fields; the error is a sentence for the client.
-    pub(crate) fn parse(text: &'a str) -> Result<Self, ClientError> {
+    /// Parses just the routing fields; the error is a sentence for the client. An `id`
+    /// longer than `max_id_bytes` is refused: it would be echoed, remembered and written.
+    pub(crate) fn parse(text: &'a str, max_id_bytes: usize) -> Result<Self, ClientError> {
         let head: Head<'a> = serde_json::from_str(text).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
                 ClientError::new(ErrorCode::BadJson, format!("not valid JSON: {e}"))
@@ -60,9 +67,60 @@ impl<'a> Head<'a> {
                     "`id` must be a string or a number",
                 ));
             }
+            if id.get().len() > max_id_bytes {
+                return Err(ClientError::new(
+                    ErrorCode::BadId,
+                    format!("`id` must be at most {max_id_bytes} bytes long"),
+                ));
+            }
         }
         Ok(head)
     }
+
+    /// The agent the message claims to come from, in either spelling; an error if the two
+    /// spellings disagree.
+    pub(crate) fn claimed_agent(&self) -> Result<Option<&str>, ClientError> {
+        match (self.agent_id.as_deref(), self.agent_id_camel.as_deref()) {
+            (Some(a), Some(b)) if a != b => Err(ClientError::new(
+                ErrorCode::BadMessage,
+                "`agent_id` and `agentId` disagree",
+            )),
+            (Some(id), _) | (None, Some(id)) => Ok(Some(id)),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Whether `text` nests arrays and objects deeper than `max`. A scan of the bytes, without
+/// parsing: the bridge relays messages without parsing all of them, and a receiver's parser
+/// (Python's `json.loads`, a browser's `JSON.parse`) may fail or recurse on a deep one.
+pub(crate) fn nested_deeper_than(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The fields of `message`, `enter`, `leave`, `visitor_message` and `chat_message`.
@@ -236,6 +294,10 @@ pub enum ErrorCode {
     BadRegister,
     /// The agent id was taken over by a newer connection.
     Replaced,
+    /// The message's `id` is longer than the limit.
+    BadId,
+    /// The message nests arrays and objects deeper than the limit.
+    TooDeep,
 }
 
 /// A refused client message: a code and a sentence.
@@ -260,6 +322,8 @@ pub(crate) const RESERVED_TYPES: &[&str] = &[
     "state_patch",
     "ack",
     "error",
+    "pong",
+    "system_status",
     "agent_joined",
     "agent_left",
 ];
@@ -272,7 +336,6 @@ pub(crate) const VISITOR_TYPES: &[&str] = &[
     "visitor_message",
     "chat_message",
     "ping",
-    "pong",
     "resync",
 ];
 
@@ -282,14 +345,16 @@ mod tests {
 
     #[test]
     fn head_reads_only_routing_fields() {
-        let h =
-            Head::parse(r#"{"zz":[1,{"deep":true}],"type":"bark","target_id":"pip","id":"m1"}"#)
-                .unwrap();
+        let h = Head::parse(
+            r#"{"zz":[1,{"deep":true}],"type":"bark","target_id":"pip","id":"m1"}"#,
+            128,
+        )
+        .unwrap();
         assert_eq!(h.kind, "bark");
         assert_eq!(h.target_id.as_deref(), Some("pip"));
         assert_eq!(h.id.unwrap().get(), r#""m1""#);
         assert_eq!(
-            Head::parse(r#"{"type":"x","id":42}"#)
+            Head::parse(r#"{"type":"x","id":42}"#, 128)
                 .unwrap()
                 .id
                 .unwrap()
@@ -309,9 +374,46 @@ mod tests {
             ("{\"type\":\"x\",\"id\":{\"a\":1}}", ErrorCode::BadMessage),
             ("{\"type\":\"x\",\"target_id\":5}", ErrorCode::BadMessage),
         ] {
-            let e = Head::parse(text).unwrap_err();
+            let e = Head::parse(text, 128).unwrap_err();
             assert_eq!(e.code, code, "{text}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn ids_are_bounded_in_bytes() {
+        let ok = format!(r#"{{"type":"x","id":"{}"}}"#, "a".repeat(126));
+        assert!(Head::parse(&ok, 128).is_ok());
+        let long = format!(r#"{{"type":"x","id":"{}"}}"#, "a".repeat(127));
+        assert_eq!(Head::parse(&long, 128).unwrap_err().code, ErrorCode::BadId);
+        let number = format!(r#"{{"type":"x","id":1{}}}"#, "0".repeat(200));
+        assert_eq!(
+            Head::parse(&number, 128).unwrap_err().code,
+            ErrorCode::BadId
+        );
+    }
+
+    #[test]
+    fn claimed_agents() {
+        let h = Head::parse(r#"{"type":"bark","agent_id":"timmy"}"#, 128).unwrap();
+        assert_eq!(h.claimed_agent().unwrap(), Some("timmy"));
+        let h = Head::parse(r#"{"type":"bark","agentId":"timmy"}"#, 128).unwrap();
+        assert_eq!(h.claimed_agent().unwrap(), Some("timmy"));
+        let h = Head::parse(r#"{"type":"bark","agentId":"a","agent_id":"b"}"#, 128).unwrap();
+        assert!(h.claimed_agent().is_err());
+        let h = Head::parse(r#"{"type":"bark"}"#, 128).unwrap();
+        assert_eq!(h.claimed_agent().unwrap(), None);
+    }
+
+    #[test]
+    fn nesting_depth() {
+        assert!(!nested_deeper_than(r#"{"a":[1,{"b":[]}]}"#, 4));
+        assert!(nested_deeper_than(r#"{"a":[1,{"b":[]}]}"#, 3));
+        // Brackets inside strings, escaped quotes included, do not count.
+        assert!(!nested_deeper_than(r#"{"a":"[[[[\"[[[[","b":1}"#, 1));
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(nested_deeper_than(&deep, 64));
+        let sixty_four = "[".repeat(64) + &"]".repeat(64);
+        assert!(!nested_deeper_than(&sixty_four, 64));
     }
 
     #[test]
@@ -399,7 +501,7 @@ mod properties {
 
         #[test]
         fn any_text_parses_or_is_refused_with_a_code(text in ".{0,256}") {
-            if let Err(e) = Head::parse(&text) {
+            if let Err(e) = Head::parse(&text, 128) {
                 prop_assert!(!e.message.is_empty());
             }
         }
@@ -407,7 +509,7 @@ mod properties {
         #[test]
         fn any_bytes_as_text_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             let text = String::from_utf8_lossy(&bytes);
-            let _ = Head::parse(&text);
+            let _ = Head::parse(&text, 128);
             let _ = serde_json::from_str::<VisitorFields>(&text);
             let _ = serde_json::from_str::<Register>(&text);
         }
@@ -420,7 +522,7 @@ mod properties {
         ) {
             let mut object = serde_json::Map::new();
             for (k, v) in extra {
-                if !matches!(k.as_str(), "type" | "id" | "target_id") {
+                if !matches!(k.as_str(), "type" | "id" | "target_id" | "agent_id") {
                     object.insert(k, v);
                 }
             }
@@ -429,7 +531,7 @@ mod properties {
                 object.insert("target_id".into(), t.clone().into());
             }
             let text = serde_json::Value::Object(object).to_string();
-            let head = Head::parse(&text).map_err(|e| TestCaseError::fail(e.message))?;
+            let head = Head::parse(&text, 1 << 20).map_err(|e| TestCaseError::fail(e.message))?;
             prop_assert_eq!(head.kind.as_ref(), kind.as_str());
             prop_assert_eq!(head.target_id.as_deref(), target.as_deref());
         }

@@ -1,7 +1,10 @@
 //! HTTP: the WebSocket upgrade (after auth and limits), the status API and liveness.
 //!
-//! Every hub path (`/`, `/ws`, `/ws/matrix`) reaches the same hub; `/` without an upgrade
-//! is for people and gets the Workshop page (see `assets`).
+//! Who is asking is checked before anything else: a layer refuses every request whose
+//! `Host` does not name this bridge (only `/healthz` answers anyone), and the [`Admitted`]
+//! extractor checks Origin and token for the hub and the API. Every hub path (`/`, `/ws`,
+//! `/ws/matrix`) reaches the same hub; `/` without an upgrade is for people and gets the
+//! Workshop page (see `assets`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +14,9 @@ use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde::{Deserialize, Serialize};
@@ -19,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Auth, Verdict};
+use crate::auth::{Admitted, Auth, Verdict};
 use crate::connection::{self, ConnectionOptions};
 use crate::hub::{ClientInfo, Hub};
 use crate::state::StateHealth;
@@ -36,6 +41,8 @@ pub(crate) struct AppState {
     pub(crate) max_frame_bytes: usize,
     pub(crate) max_messages_per_sec: u32,
     pub(crate) max_text_chars: usize,
+    pub(crate) max_id_bytes: usize,
+    pub(crate) max_json_depth: usize,
     pub(crate) assets: crate::assets::Assets,
 }
 
@@ -44,17 +51,125 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/", any(root))
         .route("/ws", any(hub_endpoint))
         .route("/ws/matrix", any(hub_endpoint))
-        .route("/healthz", get(healthz))
         .route("/api/gateway/status", get(status))
         .route("/client.js", any(crate::assets::client_js))
         .fallback(crate::assets::fallback)
+        // Everything above, the fallback included, but not the liveness probe below.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            known_host,
+        ))
+        .route("/healthz", get(healthz))
         .with_state(state)
 }
 
-/// Query parameters of a hub connection.
+/// Refuses, before anything else is looked at, a request whose `Host` is not one of the
+/// bridge's names: the DNS-rebinding defence for every page, the hub and the API.
+async fn known_host(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if app.auth.host_kind(request.headers()).is_some() {
+        return next.run(request).await;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    log_refusal(&app, peer, "unknown host", host);
+    refuse(
+        StatusCode::MISDIRECTED_REQUEST,
+        "unknown_host",
+        "this bridge does not answer to that name: open it by its address, localhost or NAME.local, or add the name with --allowed-host",
+    )
+}
+
+impl FromRequestParts<AppState> for Admitted {
+    type Rejection = Response;
+
+    /// Checks Host, Origin and token; a refusal is the finished HTTP response.
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied()
+        else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        let token = axum::extract::Query::<TokenParam>::try_from_uri(&parts.uri)
+            .map(|q| q.0.token)
+            .unwrap_or_default();
+        match app.auth.check(peer, &parts.headers, token.as_deref()) {
+            Verdict::Allowed(admitted) => Ok(admitted),
+            Verdict::UnknownHost => {
+                log_refusal(app, peer, "unknown host", "");
+                Err(refuse(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "unknown_host",
+                    "this bridge does not answer to that name; add it with --allowed-host",
+                ))
+            }
+            Verdict::ForbiddenOrigin => {
+                let origin = parts
+                    .headers
+                    .get(header::ORIGIN)
+                    .and_then(|o| o.to_str().ok())
+                    .unwrap_or("");
+                log_refusal(app, peer, "origin not allowed", origin);
+                Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    "forbidden_origin",
+                    "pages from this origin may not connect; add it with --allowed-origin",
+                ))
+            }
+            Verdict::Unauthorized(why) => {
+                log_refusal(app, peer, why, "");
+                Err(refuse(StatusCode::UNAUTHORIZED, "unauthorized", why))
+            }
+            Verdict::TooManyFailures(wait) => {
+                log_refusal(app, peer, "too many wrong tokens; waiting", "");
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut response = refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_failures",
+                    &format!("too many wrong tokens from this address; try again in {secs} s"),
+                );
+                if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                Err(response)
+            }
+        }
+    }
+}
+
+/// Logs a refusal as one line per address per interval (see `throttle`), so a flood of
+/// attempts cannot flood the log. The token is never part of what is logged.
+fn log_refusal(app: &AppState, peer: SocketAddr, reason: &str, detail: &str) {
+    let Some(line) = app.auth.throttle().refused(peer.ip()) else {
+        return;
+    };
+    if line.refusals <= 1 {
+        tracing::warn!(peer = %peer.ip(), reason, detail, "request refused");
+    } else {
+        tracing::warn!(
+            peer = %peer.ip(),
+            refusals = line.refusals,
+            latest = reason,
+            detail,
+            "requests from this address refused since the last report"
+        );
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TokenParam {
+    token: Option<String>,
+}
+
+/// Query parameters of a hub connection (the token is the extractor's).
 #[derive(Debug, Default, Deserialize)]
 struct ConnectParams {
-    token: Option<String>,
     diff: Option<String>,
     /// A stable identity the client keeps across reconnects, for exactly-once messages.
     client: Option<String>,
@@ -67,10 +182,14 @@ fn query_params(request: &Request) -> ConnectParams {
 }
 
 async fn root(state: State<AppState>, peer: ConnectInfo<SocketAddr>, request: Request) -> Response {
-    if wants_upgrade(request.headers()) {
-        return hub_endpoint(state, peer, request).await;
+    if !wants_upgrade(request.headers()) {
+        return state.assets.serve(request).await;
     }
-    state.assets.serve(request).await
+    let (mut parts, body) = request.into_parts();
+    match Admitted::from_request_parts(&mut parts, &state).await {
+        Ok(admitted) => hub_endpoint(admitted, state, peer, Request::from_parts(parts, body)).await,
+        Err(refusal) => refusal,
+    }
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -81,36 +200,14 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 async fn hub_endpoint(
+    admitted: Admitted,
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
     let params = query_params(&request);
-    let agent = match app
-        .auth
-        .check(peer, request.headers(), params.token.as_deref())
-    {
-        Verdict::Allowed { agent } => agent,
-        Verdict::Unauthorized(why) => {
-            tracing::warn!(peer = %peer, path = %request.uri().path(), reason = why, "connection refused: unauthorized");
-            return refuse(StatusCode::UNAUTHORIZED, "unauthorized", why);
-        }
-        Verdict::ForbiddenOrigin => {
-            let origin = request
-                .headers()
-                .get(header::ORIGIN)
-                .and_then(|o| o.to_str().ok())
-                .unwrap_or("");
-            tracing::warn!(peer = %peer, origin, "connection refused: origin not allowed");
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "forbidden_origin",
-                "pages from this origin may not connect; add it with --allowed-origin",
-            );
-        }
-    };
     let Ok(permit) = Arc::clone(&app.slots).try_acquire_owned() else {
-        tracing::warn!(peer = %peer, "connection refused: too many clients");
+        log_refusal(&app, peer, "too many clients", "");
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
@@ -135,10 +232,12 @@ async fn hub_endpoint(
         client: params
             .client
             .filter(|c| crate::protocol::valid_name(c, 128)),
-        agent,
+        admitted,
         heartbeat: app.heartbeat,
         max_messages_per_sec: app.max_messages_per_sec,
         max_text_chars: app.max_text_chars,
+        max_id_bytes: app.max_id_bytes,
+        max_json_depth: app.max_json_depth,
     };
     let task = app.connections.token();
     upgrade
@@ -159,20 +258,26 @@ async fn hub_endpoint(
 /// Bytes reserved per connection for reading frames.
 const READ_BUFFER_BYTES: usize = 4096;
 
+/// A refusal: the status, a one-line JSON reason, and `Connection: close`, so a refused
+/// client does not keep holding a connection (and its address's share of them).
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     #[derive(Serialize)]
     struct Refusal<'a> {
         error: &'a str,
         message: &'a str,
     }
-    (
+    let mut response = (
         status,
         Json(Refusal {
             error: code,
             message,
         }),
     )
-        .into_response()
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -254,22 +359,6 @@ pub(crate) fn status_of(hub: &Hub) -> Status {
     }
 }
 
-async fn status(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
-    let params = query_params(&request);
-    match app
-        .auth
-        .check(peer, request.headers(), params.token.as_deref())
-    {
-        Verdict::Allowed { .. } => Json(status_of(&app.hub)).into_response(),
-        Verdict::Unauthorized(why) => refuse(StatusCode::UNAUTHORIZED, "unauthorized", why),
-        Verdict::ForbiddenOrigin => refuse(
-            StatusCode::FORBIDDEN,
-            "forbidden_origin",
-            "pages from this origin may not read the status",
-        ),
-    }
+async fn status(_: Admitted, State(app): State<AppState>) -> Json<Status> {
+    Json(status_of(&app.hub))
 }

@@ -119,7 +119,8 @@ async fn matrix_visitor_messages_land_in_the_inbox_too() {
     let world = World::with_state("a: 1\n");
     let bridge = start(world.config()).await;
     let (mut matrix, _) = connect_with_state(&bridge, "/ws/matrix").await;
-    send(&mut matrix, json!({"type": "visitor_message", "text": "hi from the Matrix", "agent_id": "visitor-9", "id": "v1"})).await;
+    // A visitor names itself with `visitor`; `agent_id` would claim to be a registered agent.
+    send(&mut matrix, json!({"type": "visitor_message", "text": "hi from the Matrix", "visitor": "visitor-9", "id": "v1"})).await;
     assert_eq!(recv(&mut matrix).await["type"], "ack");
     send(
         &mut matrix,

@@ -200,12 +200,14 @@ async fn unknown_types_and_fields_pass_through_byte_for_byte() {
         "task_update",
         "task_action",
         "payment_flow",
-        "system_status",
     ] {
         let frame = format!(r#"{{"type":"{kind}","agent_id":"builder","extra":{{"k":[1,2]}}}}"#);
         send_text(&mut sender, &frame).await;
         assert_eq!(recv_text(&mut viewer).await, frame, "{kind}");
     }
+    // `system_status` is the bridge's own word (see tests/attacks.rs).
+    send_text(&mut sender, r#"{"type":"system_status","id":9}"#).await;
+    assert_eq!(recv(&mut sender).await["code"], "reserved_type");
     bridge.shutdown().await;
 }
 
@@ -233,7 +235,7 @@ async fn an_agents_bark_reaches_a_workshop_client_on_the_root_path() {
 async fn with_an_agent_token_viewers_may_watch_and_talk_but_not_speak_as_agents() {
     let world = World::with_state("a: 1\n");
     let bridge = start(Config {
-        agent_token: Some("agent-secret-42".into()),
+        agent_token: Some(AGENT_TOKEN.into()),
         no_trust_loopback: true,
         ..world.config()
     })
@@ -258,7 +260,8 @@ async fn with_an_agent_token_viewers_may_watch_and_talk_but_not_speak_as_agents(
     .await;
     assert_eq!(recv(&mut viewer).await, json!({"type": "ack", "id": 3}));
 
-    let (mut real, _) = connect_with_state(&bridge, "/ws/matrix?token=agent-secret-42").await;
+    let (mut real, _) =
+        connect_with_state(&bridge, &format!("/ws/matrix?token={AGENT_TOKEN}")).await;
     send(
         &mut real,
         json!({"type": "agent_register", "agentId": "timmy", "role": "agent"}),

@@ -483,7 +483,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let base = Config {
-            token: Some("secret".into()),
+            token: Some("secret-0123456789abcdefghijklmnop".into()),
             state_file: dir.path().join("state.yaml"),
             inbox_dir: dir.path().join("inbox"),
             outbox_dir: dir.path().join("outbox"),
@@ -603,13 +603,16 @@ mod tests {
         let mut form = form(&f);
         form.port = "9001".into();
         form.bind = "127.0.0.1".into();
-        form.token = "new-token".into();
+        form.token = "new-token-0123456789abcdefghijkl".into();
         form.allowed_origins = vec![" http://workshop.local:5173/ ".into(), "".into()];
         form.workshop_url = "https://workshop.example/".into();
         let (config, pairing) = form.validate(&f.base, &PairingSettings::default()).unwrap();
         assert_eq!(config.port, 9001);
         assert_eq!(config.bind.to_string(), "127.0.0.1");
-        assert_eq!(config.token.as_deref(), Some("new-token"));
+        assert_eq!(
+            config.token.as_deref(),
+            Some("new-token-0123456789abcdefghijkl")
+        );
         assert_eq!(config.allowed_origins, ["http://workshop.local:5173"]);
         assert_eq!(
             pairing.workshop_url.as_deref(),

@@ -38,7 +38,7 @@ fn test_app() -> TestApp {
     let config = Config {
         port,
         bind: "127.0.0.1".parse().unwrap(),
-        token: Some("first-token".into()),
+        token: Some("first-token-0123456789abcdefghij".into()),
         state_file: dir.path().join("state.yaml"),
         inbox_dir: dir.path().join("inbox"),
         outbox_dir: dir.path().join("outbox"),
@@ -141,7 +141,7 @@ fn settings_show_the_config_in_effect() {
     let settings = t.ok("get_settings", json!({}));
     assert_eq!(settings["port"], t.port.to_string());
     assert_eq!(settings["bind"], "127.0.0.1");
-    assert_eq!(settings["token"], "first-token");
+    assert_eq!(settings["token"], "first-token-0123456789abcdefghij");
     assert_eq!(settings["workshop_url"], "");
     assert_eq!(settings["start_bridge_on_launch"], true);
     assert!(
@@ -239,7 +239,10 @@ fn an_empty_token_and_a_file_for_a_folder_get_inline_messages() {
         format!("“{}” is a file, not a folder.", file.display())
     );
     assert!(read(&t.config_file()).is_none());
-    assert_eq!(t.ok("get_settings", json!({}))["token"], "first-token");
+    assert_eq!(
+        t.ok("get_settings", json!({}))["token"],
+        "first-token-0123456789abcdefghij"
+    );
 }
 
 #[test]
@@ -258,12 +261,15 @@ fn apply_restarts_the_bridge_on_the_new_port_and_saves_it() {
     // the CLI reads what the app saved
     let saved = Config::load(&t.config_file()).unwrap();
     assert_eq!(saved.port, new_port);
-    assert_eq!(saved.token.as_deref(), Some("first-token"));
+    assert_eq!(
+        saved.token.as_deref(),
+        Some("first-token-0123456789abcdefghij")
+    );
     let pairing = t.ok("pairing", json!({}));
     assert_eq!(
         pairing["url"],
         format!(
-            "https://workshop.example/?bridge=ws%3A%2F%2F127.0.0.1%3A{new_port}%2Fws&token=first-token"
+            "https://workshop.example/?bridge=ws%3A%2F%2F127.0.0.1%3A{new_port}%2Fws&token=first-token-0123456789abcdefghij"
         )
     );
 }
@@ -310,7 +316,7 @@ fn regenerating_the_token_saves_it_and_disconnects_clients() {
 
     let settings = t.ok("regenerate_token", json!({}));
     let token = settings["token"].as_str().unwrap();
-    assert_ne!(token, "first-token");
+    assert_ne!(token, "first-token-0123456789abcdefghij");
     assert_eq!(token.len(), 64);
     assert_eq!(
         Config::load(&t.config_file()).unwrap().token.as_deref(),
@@ -392,7 +398,10 @@ fn pairing_gives_the_url_with_the_token_and_its_qr_code() {
     let pairing = t.ok("pairing", json!({}));
     assert_eq!(
         pairing["url"],
-        format!("http://127.0.0.1:{}/?token=first-token", t.port)
+        format!(
+            "http://127.0.0.1:{}/?token=first-token-0123456789abcdefghij",
+            t.port
+        )
     );
     assert_eq!(
         pairing["reachable"], false,

@@ -173,7 +173,7 @@ async fn changing_the_port_in_the_settings_window_moves_the_bridge() {
     std::fs::create_dir_all(home.config().parent().unwrap()).unwrap();
     std::fs::write(
         home.config(),
-        format!("port = {old_port}\ntoken = \"webdriver-test-token\"\n"),
+        format!("port = {old_port}\ntoken = \"webdriver-test-token-0123456789ab\"\n"),
     )
     .unwrap();
 

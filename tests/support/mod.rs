@@ -22,7 +22,8 @@ use workshop_bridge::{Bridge, BridgeHandle, Config};
 /// How long any single expected event may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-pub const TOKEN: &str = "test-token-0123456789";
+pub const TOKEN: &str = "7e57000000000000000000000000000000000000000000000000000000000001";
+pub const AGENT_TOKEN: &str = "a6e7000000000000000000000000000000000000000000000000000000000042";
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -164,6 +165,26 @@ pub async fn try_connect(
     let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
         .await
         .expect("connect timed out")?;
+    Ok(ws)
+}
+
+/// Connects from the local address `from` (any of 127.0.0.0/8 on Linux), so one test can
+/// play many clients on different addresses.
+pub async fn try_connect_from(
+    from: std::net::IpAddr,
+    bridge: &BridgeHandle,
+    path_and_query: &str,
+) -> Result<Ws, WsError> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let stream = socket.connect(bridge.local_addr()).await.unwrap();
+    let url = format!("ws://{}{path_and_query}", bridge.local_addr());
+    let (ws, _) = tokio::time::timeout(
+        DEADLINE,
+        tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .expect("connect timed out")?;
     Ok(ws)
 }
 

@@ -1,6 +1,7 @@
 // The real bridge binary in a throw-away world: its own HOME, config, state file, inbox and
 // outbox in a temp directory, a free port, and its log kept for failure reports.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,7 +22,7 @@ export function makeWorld(name = 'world') {
     inbox: path.join(dir, 'timmy', 'inbox'),
     outbox: path.join(dir, 'timmy', 'outbox'),
     config: path.join(dir, 'config.toml'),
-    token: `test-token-${Math.random().toString(36).slice(2)}`,
+    token: randomBytes(32).toString('hex'),
     remove() {
       rmSync(dir, { recursive: true, force: true });
     },
