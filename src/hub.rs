@@ -573,3 +573,83 @@ fn too_slow(entry: &Entry, why: &'static str) {
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_millis(*t))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateHealth;
+
+    /// A hub whose clients' writers never run: whatever is delivered stays queued.
+    fn hub(dir: &std::path::Path, limits: QueueLimits) -> Hub {
+        let health = StateHealth {
+            path: dir.join("state.yaml"),
+            seq: 0,
+            last_load: None,
+            last_error: None,
+        };
+        Hub::new(
+            watch::channel(None).1,
+            Arc::new(Mutex::new(health)),
+            Inbox::new(dir.to_owned(), 10, 1 << 20),
+            limits,
+        )
+    }
+
+    fn agent(hub: &Hub, name: &str) -> Membership {
+        let (m, _) = hub.join(
+            "127.0.0.1:1".parse().unwrap(),
+            "/ws".into(),
+            Admission::Loopback,
+        );
+        hub.register(m.id, name.into(), "agent".into()).unwrap();
+        m
+    }
+
+    fn text(kib: usize) -> Utf8Bytes {
+        "x".repeat(kib * 1024).into()
+    }
+
+    #[test]
+    fn a_client_over_its_byte_bound_is_closed_but_one_message_always_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(
+            dir.path(),
+            QueueLimits {
+                messages: 1000,
+                client_bytes: 256 * 1024,
+                total_bytes: usize::MAX,
+            },
+        );
+        let (viewer, _) = hub.join("127.0.0.1:1".parse().unwrap(), "/".into(), Admission::Token);
+        // One message larger than the bound still goes into an empty queue…
+        hub.broadcast(text(300), None);
+        assert_eq!(viewer.kick.reason(), None);
+        // …but nothing more while it waits there.
+        hub.broadcast(text(1), None);
+        assert!(viewer.kick.reason().unwrap().contains("too slow"));
+        assert_eq!(viewer.meter.client(), 300 * 1024);
+    }
+
+    #[test]
+    fn when_all_queues_are_full_the_largest_are_closed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(
+            dir.path(),
+            QueueLimits {
+                messages: 1000,
+                client_bytes: 1024 * 1024,
+                total_bytes: 550 * 1024,
+            },
+        );
+        let (a, b, c) = (agent(&hub, "a"), agent(&hub, "b"), agent(&hub, "c"));
+        for (name, n) in [("a", 3), ("b", 2)] {
+            for _ in 0..n {
+                hub.direct(name, text(100)).unwrap();
+            }
+        }
+        assert!([&a, &b, &c].iter().all(|m| m.kick.reason().is_none()));
+        hub.direct("c", text(100)).unwrap();
+        assert!(a.kick.reason().is_some(), "the largest queue is closed");
+        assert_eq!((b.kick.reason(), c.kick.reason()), (None, None));
+    }
+}
