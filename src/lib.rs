@@ -30,6 +30,7 @@ mod inbox;
 mod outbox;
 pub mod pairing;
 pub mod protocol;
+mod safe_open;
 mod server;
 mod state;
 mod throttle;

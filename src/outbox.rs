@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fswatch::Wake;
 use crate::hub::Hub;
 use crate::protocol::RESERVED_TYPES;
+use crate::safe_open::{self, Links, Refusal};
 
 /// Name of the directory, inside the outbox, that unreadable files are moved to.
 const REJECTED_DIR: &str = "rejected";
@@ -46,7 +47,9 @@ fn process_dir(dir: &Path) -> Vec<Vec<String>> {
     let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            // Not only regular files: a symlink, pipe or socket with a message's name is
+            // rejected below like a file that does not parse, not left to linger.
+            .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
             .map(|e| e.path())
             .filter(|p| is_message_file(p))
             .collect(),
@@ -68,7 +71,10 @@ fn process_dir(dir: &Path) -> Vec<Vec<String>> {
                 tracing::debug!(file = %path.display(), messages = messages.len(), "outbox file sent");
                 accepted.push(messages);
             }
-            Err(reason) => reject(dir, &path, &reason),
+            Err(Unsent::Gone) => {
+                tracing::debug!(file = %path.display(), "outbox file gone before it was read");
+            }
+            Err(Unsent::Rejected(reason)) => reject(dir, &path, &reason),
         }
     }
     accepted
@@ -83,15 +89,47 @@ fn is_message_file(path: &Path) -> bool {
     !hidden && matches!(ext, Some("json" | "yaml" | "yml"))
 }
 
-/// Parses one file into serialized messages, or says why it cannot be sent.
-fn read_messages(path: &Path) -> Result<Vec<String>, String> {
-    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    if len > MAX_FILE_BYTES {
-        return Err(format!(
-            "{len} bytes is over the {MAX_FILE_BYTES}-byte limit"
-        ));
+/// Why a file was not sent.
+enum Unsent {
+    /// Removed between the listing and the read: nothing to do.
+    Gone,
+    /// Moved to `rejected/`, for this reason.
+    Rejected(String),
+}
+
+impl From<String> for Unsent {
+    fn from(reason: String) -> Self {
+        Self::Rejected(reason)
     }
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+}
+
+impl From<&str> for Unsent {
+    fn from(reason: &str) -> Self {
+        Self::Rejected(reason.to_owned())
+    }
+}
+
+/// Parses one file into serialized messages, or says why it cannot be sent.
+///
+/// Opened once, refusing a symlink, and checked on the open handle: whatever is renamed over
+/// the file after the listing, only a regular file in the outbox itself is ever read, and a
+/// named pipe cannot stall the outbox.
+fn read_messages(path: &Path) -> Result<Vec<String>, Unsent> {
+    let text =
+        safe_open::read_to_string(path, Links::Refuse, MAX_FILE_BYTES).map_err(|refusal| {
+            match refusal {
+                Refusal::NotFound => Unsent::Gone,
+                Refusal::Symlink => "a symbolic link, not a file of its own".into(),
+                Refusal::NotRegular => "not a regular file".into(),
+                Refusal::TooLarge(len) => {
+                    format!("{len} bytes is over the {MAX_FILE_BYTES}-byte limit").into()
+                }
+                Refusal::Grew => {
+                    format!("it grew over the {MAX_FILE_BYTES}-byte limit while being read").into()
+                }
+                Refusal::Open(e) | Refusal::Read(e) => e.to_string().into(),
+            }
+        })?;
     let value: Value = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?
     } else {
@@ -100,7 +138,7 @@ fn read_messages(path: &Path) -> Result<Vec<String>, String> {
     let messages = match value {
         Value::Array(items) => items,
         single @ Value::Object(_) => vec![single],
-        _ => return Err("expected a message object or an array of them".to_owned()),
+        _ => return Err("expected a message object or an array of them".into()),
     };
     messages
         .iter()
@@ -115,7 +153,8 @@ fn read_messages(path: &Path) -> Result<Vec<String>, String> {
                 Some(_) => Ok(m.to_string()),
             }
         })
-        .collect()
+        .collect::<Result<_, String>>()
+        .map_err(Unsent::from)
 }
 
 fn reject(dir: &Path, path: &Path, reason: &str) {
@@ -123,7 +162,8 @@ fn reject(dir: &Path, path: &Path, reason: &str) {
     let Some(name) = path.file_name() else { return };
     let mut target = rejected.join(name);
     let mut n = 1;
-    while target.exists() {
+    // Not `exists()`: it follows links, and a dangling link already rejected is there too.
+    while target.symlink_metadata().is_ok() {
         target = rejected.join(format!("{}.{n}", name.to_string_lossy()));
         n += 1;
     }

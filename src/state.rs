@@ -5,7 +5,6 @@
 //! client's writer only ever looks at the newest snapshot, so a slow client skips states it
 //! had no time for instead of queueing them.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fswatch::{DirWatch, Wake, watch_dir};
 use crate::protocol::ServerMessage;
+use crate::safe_open::{self, Links, Refusal};
 
 /// One version of the state, ready to send.
 #[derive(Debug)]
@@ -218,47 +218,25 @@ fn link_target(path: &Path) -> Option<PathBuf> {
 }
 
 /// Reads and parses the file. `Ok(None)` for an empty file (most likely caught mid-write).
+///
+/// Opened once and checked on the open handle, so a named pipe renamed over the file cannot
+/// stall the reader; a symlink at the path is followed (it may lead to the agent's project).
 fn read_yaml(path: &Path, max_bytes: u64) -> Result<Option<Value>, String> {
-    // Look before opening: opening a named pipe waits for a writer, forever if none comes,
-    // which would stall every later reload. (Checked again on the open file below.)
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => {
-            return Err("the state file path is not a regular file".to_owned());
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err("the state file does not exist (yet)".to_owned());
-        }
-        Err(e) => return Err(format!("cannot open the state file: {e}")),
-    }
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err("the state file does not exist (yet)".to_owned());
-        }
-        Err(e) => return Err(format!("cannot open the state file: {e}")),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read the state file: {e}"))?;
-    if !meta.is_file() {
-        return Err("the state file path is not a regular file".to_owned());
-    }
-    if meta.len() > max_bytes {
-        return Err(format!(
-            "the state file is {} bytes, over the {max_bytes}-byte limit",
-            meta.len()
-        ));
-    }
-    let mut text = String::new();
-    file.take(max_bytes + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read the state file: {e}"))?;
-    if text.len() as u64 > max_bytes {
-        return Err(format!(
-            "the state file grew over the {max_bytes}-byte limit"
-        ));
-    }
+    let text =
+        safe_open::read_to_string(path, Links::Follow, max_bytes).map_err(
+            |refusal| match refusal {
+                Refusal::NotFound => "the state file does not exist (yet)".to_owned(),
+                Refusal::Symlink | Refusal::NotRegular => {
+                    "the state file path is not a regular file".to_owned()
+                }
+                Refusal::TooLarge(len) => {
+                    format!("the state file is {len} bytes, over the {max_bytes}-byte limit")
+                }
+                Refusal::Grew => format!("the state file grew over the {max_bytes}-byte limit"),
+                Refusal::Open(e) => format!("cannot open the state file: {e}"),
+                Refusal::Read(e) => format!("cannot read the state file: {e}"),
+            },
+        )?;
     parse_yaml(&text)
 }
 

@@ -447,6 +447,106 @@ async fn a_named_pipe_at_the_state_path_is_refused_without_blocking_the_state_re
     bridge.shutdown().await;
 }
 
+/// A named pipe kept under a name of its own, so that it can be put over a file again and
+/// again, and so that a reader stuck opening it can always be let go: dropping it opens the
+/// other end without waiting, which frees a reader waiting for a writer (one stuck for ever
+/// would make the test hang instead of failing).
+struct Pipe(PathBuf);
+
+impl Pipe {
+    /// `Err` says why a pipe cannot be made here.
+    fn new(path: PathBuf) -> Result<Self, String> {
+        run("mkfifo", &[path.to_str().unwrap()])?;
+        Ok(Self(path))
+    }
+
+    /// Puts the pipe at `path` as a hostile writer would: linked under a temporary name
+    /// beside it, then renamed over it.
+    fn rename_over(&self, path: &Path) {
+        rename_over(path, |temp| fs::hard_link(&self.0, temp).unwrap());
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = File::options()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.0);
+    }
+}
+
+/// Makes something with `make` under a dot-name beside `path`, then renames it over `path`.
+fn rename_over(path: &Path, make: impl FnOnce(&Path)) {
+    let temp = path.with_file_name(format!(
+        ".{}.swap",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = fs::remove_file(&temp);
+    make(&temp);
+    fs::rename(&temp, path).unwrap();
+}
+
+/// How many times the swapping tests put a hostile file over a good one: enough that a reader
+/// that looks at a path before opening it is caught in between (the review saw 1 in 99).
+const SWAPS: usize = 2_000;
+
+#[tokio::test]
+async fn named_pipes_renamed_over_the_state_file_again_and_again_never_stall_its_reader() {
+    let world = World::with_state("round: 0\n");
+    let pipe = match Pipe::new(world.dir.path().join("pipe")) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("SKIPPED: cannot make a named pipe ({e})");
+            return;
+        }
+    };
+    let bridge = start(world.config()).await;
+    let (mut ipad, _) = connect_with_state(&bridge, "/ws").await;
+
+    // Each round: a valid state renamed into place, then the pipe renamed over it.
+    let state_file = world.state_file.clone();
+    let mut swapper = tokio::task::spawn_blocking(move || {
+        for round in 1..=SWAPS {
+            rename_over(&state_file, |temp| {
+                fs::write(temp, format!("round: {round}\n")).unwrap()
+            });
+            pipe.rename_over(&state_file);
+        }
+        pipe
+    });
+    // Meanwhile the client keeps getting states (the newest at each read; pipes are refused).
+    let mut delivered = 0;
+    let pipe = loop {
+        tokio::select! {
+            state = recv_type(&mut ipad, "state") => {
+                assert!(state["data"]["round"].is_u64(), "{state}");
+                delivered += 1;
+            }
+            pipe = &mut swapper => break pipe.unwrap(),
+        }
+    };
+    assert!(
+        delivered > 0,
+        "no state was delivered while the pipes came and went"
+    );
+
+    // And it still reacts to the next valid write.
+    world.write_state("round: done\n");
+    let last = loop {
+        let state = recv_type(&mut ipad, "state").await;
+        if state["data"]["round"] == "done" {
+            break state;
+        }
+    };
+    assert_eq!(last["seq"], bridge.state_health().seq);
+    assert_eq!(bridge.state_health().last_error, None);
+    still_serving(&bridge, &world, &mut ipad, json!({"round": "done"})).await;
+    bridge.shutdown().await;
+    drop(pipe);
+}
+
 #[tokio::test]
 async fn binary_garbage_and_a_symlink_loop_at_the_state_path_keep_the_last_state() {
     let world = World::with_state("mood: calm\n");
@@ -775,4 +875,76 @@ async fn a_full_disk_gives_the_sender_inbox_unavailable_leaves_no_partial_file_a
     assert!(files.iter().all(|(n, _)| !is_partial(n)));
     still_serving(&bridge, &world, &mut watcher, json!({"mood": "calm"})).await;
     bridge.shutdown().await;
+}
+
+// --- the outbox --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn pipes_and_symlinks_renamed_over_outbox_files_are_rejected_never_read_and_never_stall_it() {
+    let world = World::with_state("mood: calm\n");
+    let secret = world.dir.path().join("secret.json");
+    fs::write(&secret, r#"{"type":"bark","text":"SECRET"}"#).unwrap();
+    let pipe = match Pipe::new(world.dir.path().join("pipe")) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("SKIPPED: cannot make a named pipe ({e})");
+            return;
+        }
+    };
+    let bridge = start(world.config()).await;
+    let (mut ipad, _) = connect_with_state(&bridge, "/ws").await;
+
+    // Each round: two valid barks dropped in, then a symlink to the secret renamed over one and
+    // the pipe over the other, as the bridge may be between listing and reading them.
+    let outbox = world.outbox.clone();
+    let mut swapper = tokio::task::spawn_blocking(move || {
+        for round in 0..SWAPS {
+            let linked = outbox.join(format!("r{round:05}-link.json"));
+            let piped = outbox.join(format!("r{round:05}-pipe.json"));
+            for file in [&linked, &piped] {
+                rename_over(file, |temp| {
+                    fs::write(temp, r#"{"type":"bark","text":"ok"}"#).unwrap()
+                });
+            }
+            rename_over(&linked, |temp| {
+                std::os::unix::fs::symlink(&secret, temp).unwrap()
+            });
+            pipe.rename_over(&piped);
+        }
+        pipe
+    });
+    let mut barks = Vec::new();
+    let pipe = loop {
+        tokio::select! {
+            bark = recv_type(&mut ipad, "bark") => barks.push(bark["text"].clone()),
+            pipe = &mut swapper => break pipe.unwrap(),
+        }
+    };
+
+    // A later file is still delivered, and nothing was ever read through a link.
+    world.drop_in_outbox("zz-last.json", r#"{"type":"bark","text":"last"}"#);
+    loop {
+        let bark = recv_type(&mut ipad, "bark").await;
+        barks.push(bark["text"].clone());
+        if bark["text"] == "last" {
+            break;
+        }
+    }
+    assert!(
+        barks.iter().all(|text| text == "ok" || text == "last"),
+        "a symlink's target was broadcast: {barks:?}"
+    );
+    // Every link and pipe was moved aside like a file that does not parse.
+    wait_until(|| names_in(&world.outbox).eq(&["rejected"]).then_some(())).await;
+    let rejected = names_in(&world.outbox.join("rejected"));
+    assert!(!rejected.is_empty());
+    for name in &rejected {
+        let kind = fs::symlink_metadata(world.outbox.join("rejected").join(name))
+            .unwrap()
+            .file_type();
+        assert!(!kind.is_file(), "a valid bark was rejected: {name}");
+    }
+    still_serving(&bridge, &world, &mut ipad, json!({"mood": "calm"})).await;
+    bridge.shutdown().await;
+    drop(pipe);
 }
