@@ -13,9 +13,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use tower_http::services::ServeDir;
 
 use crate::server::AppState;
+use crate::site::{self, Miss};
 
 /// The built-in page: nothing runs or loads but its own files and its own bridge.
 const CSP_BUILT_IN: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -176,36 +176,25 @@ fn embedded(path: &str, request_headers: &HeaderMap) -> Response {
 }
 
 /// A file of the user's Workshop directory. Hidden files (`.env`, `.git/…`) and anything
-/// outside the directory are 404.
+/// whose real path is outside the directory are 404.
 async fn serve_dir(dir: &Path, request: Request) -> Response {
     if has_hidden_segment(request.uri().path()) {
         return not_found(CSP_WORKSHOP_DIR);
     }
-    let mut service = ServeDir::new(dir).append_index_html_on_directories(true);
-    match service.try_call(request).await {
-        Ok(response) => {
-            let mut response = response.map(Body::new);
+    let (request, _) = request.into_parts();
+    match site::serve(dir, &request).await {
+        Ok(mut response) => {
             if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
-                // ServeDir sends Last-Modified; make the browser check it on every load so
-                // a rebuilt Workshop shows at once.
+                // Files carry an ETag and Last-Modified; make the browser check them on every
+                // load so a rebuilt Workshop shows at once.
                 response
                     .headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             }
             secure(response, CSP_WORKSHOP_DIR)
         }
-        // ServeDir reports a missing file as an error when it has no fallback.
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound
-                    | std::io::ErrorKind::PermissionDenied
-                    | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
-            not_found(CSP_WORKSHOP_DIR)
-        }
-        Err(e) => {
+        Err(Miss::NotFound) => not_found(CSP_WORKSHOP_DIR),
+        Err(Miss::Failed(e)) => {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot serve from the workshop directory");
             secure(
                 (
@@ -295,11 +284,21 @@ mod tests {
         (Bridge::start(config).await.unwrap(), tmp)
     }
 
-    /// A raw HTTP/1.1 exchange, so that paths reach the bridge exactly as written.
+    /// A raw HTTP/1.1 GET, so that paths reach the bridge exactly as written.
     async fn get(addr: SocketAddr, raw_path: &str, extra: &str) -> (u16, String, Vec<u8>) {
+        exchange(addr, "GET", raw_path, extra).await
+    }
+
+    async fn exchange(
+        addr: SocketAddr,
+        method: &str,
+        raw_path: &str,
+        extra: &str,
+    ) -> (u16, String, Vec<u8>) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request =
-            format!("GET {raw_path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
+        let request = format!(
+            "{method} {raw_path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
+        );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut reply = Vec::new();
         tokio::time::timeout(
@@ -416,6 +415,74 @@ mod tests {
             assert_eq!(status, 404, "{evil}");
             assert!(!String::from_utf8_lossy(&body).contains("secret"), "{evil}");
         }
+        bridge.shutdown().await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn workshop_dir_files_revalidate_seek_answer_head_and_redirect_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let site = root.path().join("site");
+        std::fs::create_dir_all(site.join("levels")).unwrap();
+        std::fs::write(site.join("index.html"), "<h1>my scene</h1>").unwrap();
+        std::fs::write(site.join("levels/index.html"), "<h1>level</h1>").unwrap();
+        std::fs::write(site.join("clip.mp4"), b"0123456789").unwrap();
+        // The folder given may itself be a link (to a build output, say).
+        let link = root.path().join("current");
+        std::os::unix::fs::symlink(&site, &link).unwrap();
+        let (bridge, _tmp) = start(Some(link)).await;
+        let addr = bridge.local_addr();
+
+        let (status, head, body) = get(addr, "/clip.mp4", "").await;
+        assert_eq!((status, body.as_slice()), (200, &b"0123456789"[..]));
+        assert_eq!(header(&head, "content-type"), Some("video/mp4"));
+        assert_eq!(header(&head, "content-length"), Some("10"));
+        assert_eq!(header(&head, "accept-ranges"), Some("bytes"));
+        assert_eq!(header(&head, "cache-control"), Some("no-cache"));
+        let etag = header(&head, "etag").unwrap().to_owned();
+        // (The helper lowercases the head; the date is compared in its own case.)
+        let mtime = std::fs::metadata(site.join("clip.mp4"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let modified = httpdate::fmt_http_date(mtime);
+        assert_eq!(
+            header(&head, "last-modified"),
+            Some(modified.to_ascii_lowercase().as_str())
+        );
+
+        let (status, head, body) =
+            get(addr, "/clip.mp4", &format!("If-None-Match: {etag}\r\n")).await;
+        assert_eq!((status, body.len()), (304, 0));
+        assert_eq!(header(&head, "etag"), Some(etag.as_str()));
+        let since = format!("If-Modified-Since: {modified}\r\n");
+        assert_eq!(get(addr, "/clip.mp4", &since).await.0, 304);
+        let other = "If-None-Match: \"something-else\"\r\n";
+        assert_eq!(get(addr, "/clip.mp4", other).await.0, 200);
+
+        let (status, head, body) = get(addr, "/clip.mp4", "Range: bytes=2-4\r\n").await;
+        assert_eq!((status, body.as_slice()), (206, &b"234"[..]));
+        assert_eq!(header(&head, "content-range"), Some("bytes 2-4/10"));
+        let (status, _, body) = get(addr, "/clip.mp4", "Range: bytes=-3\r\n").await;
+        assert_eq!((status, body.as_slice()), (206, &b"789"[..]));
+        let (status, head, _) = get(addr, "/clip.mp4", "Range: bytes=10-\r\n").await;
+        assert_eq!(status, 416);
+        assert_eq!(header(&head, "content-range"), Some("bytes */10"));
+        // A range of an older version of the file is not applied.
+        let stale = "Range: bytes=2-4\r\nIf-Range: \"stale\"\r\n";
+        assert_eq!(get(addr, "/clip.mp4", stale).await.0, 200);
+
+        let (status, head, body) = exchange(addr, "HEAD", "/clip.mp4", "").await;
+        assert_eq!((status, body.len()), (200, 0));
+        assert_eq!(header(&head, "content-length"), Some("10"));
+        assert_eq!(header(&head, "etag"), Some(etag.as_str()));
+
+        let (status, head, _) = get(addr, "/levels?x=1", "").await;
+        assert_eq!(status, 307);
+        assert_eq!(header(&head, "location"), Some("/levels/?x=1"));
+        let (status, _, body) = get(addr, "/levels/", "").await;
+        assert_eq!((status, body.as_slice()), (200, &b"<h1>level</h1>"[..]));
+        assert_eq!(get(addr, "/clip.mp4/", "").await.0, 404);
         bridge.shutdown().await;
     }
 

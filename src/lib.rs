@@ -32,6 +32,7 @@ pub mod pairing;
 pub mod protocol;
 mod safe_open;
 mod server;
+mod site;
 mod state;
 mod throttle;
 

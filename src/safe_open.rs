@@ -7,7 +7,7 @@
 //! (`O_NOFOLLOW`); what it is and how big it is are then asked of the open handle, which no
 //! later rename can change.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -40,11 +40,13 @@ pub(crate) enum Refusal {
     Read(io::Error),
 }
 
-/// A regular file, open for reading.
+/// A regular file, open for reading, with its metadata as the open handle reports it.
 #[derive(Debug)]
 pub(crate) struct RegularFile {
     /// The open file.
     pub(crate) file: File,
+    /// Its metadata, from the handle: the file that will be read, whatever the path now holds.
+    pub(crate) meta: Metadata,
 }
 
 /// Opens `path` if it is a regular file of at most `max_bytes`, never waiting on a named pipe
@@ -62,7 +64,7 @@ pub(crate) fn open_regular(
     if meta.len() > max_bytes {
         return Err(Refusal::TooLarge(meta.len()));
     }
-    Ok(RegularFile { file })
+    Ok(RegularFile { file, meta })
 }
 
 /// Reads the whole of a regular file at `path` as text, within `max_bytes`.

@@ -948,3 +948,71 @@ async fn pipes_and_symlinks_renamed_over_outbox_files_are_rejected_never_read_an
     bridge.shutdown().await;
     drop(pipe);
 }
+
+// --- the workshop directory --------------------------------------------------------------
+
+#[tokio::test]
+async fn the_workshop_dir_never_serves_a_file_whose_real_path_is_outside_it() {
+    let world = World::with_state("mood: calm\n");
+    let site = world.dir.path().join("site");
+    let private = world.dir.path().join("private");
+    fs::create_dir_all(site.join("assets")).unwrap();
+    fs::create_dir_all(&private).unwrap();
+    fs::write(private.join("secret.txt"), "SECRET").unwrap();
+    fs::write(site.join("index.html"), "<h1>my scene</h1>").unwrap();
+    fs::write(site.join("assets/app.js"), "console.log(1)").unwrap();
+    let link = |target: &Path, at: &str| std::os::unix::fs::symlink(target, site.join(at)).unwrap();
+    // Out of the folder: to a file, to a system file, relatively, and through a directory.
+    link(&private.join("secret.txt"), "leak.txt");
+    link(Path::new("/etc/passwd"), "passwd.txt");
+    link(Path::new("../../private/secret.txt"), "assets/relative.txt");
+    link(&private, "linked");
+    // Within it: followed, as the real file is in the folder.
+    link(Path::new("index.html"), "alias.html");
+    let bridge = start(Config {
+        workshop_dir: Some(site.clone()),
+        ..world.config()
+    })
+    .await;
+
+    for path in [
+        "/leak.txt",
+        "/passwd.txt",
+        "/assets/relative.txt",
+        "/linked/secret.txt",
+        "/linked/",
+    ] {
+        let (status, body) = http_get(&bridge, path, &[]).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            !body.contains("SECRET") && !body.contains("root:"),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(
+        http_get(&bridge, "/alias.html", &[]).await,
+        (200, "<h1>my scene</h1>".to_owned())
+    );
+
+    // A named pipe in the folder is not a file to serve, and does not hold the request up.
+    let pipe = match Pipe::new(site.join("pipe.js")) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            println!("not checking a named pipe: cannot make one ({e})");
+            None
+        }
+    };
+    if pipe.is_some() {
+        assert_eq!(http_get(&bridge, "/pipe.js", &[]).await.0, 404);
+    }
+    assert_eq!(
+        http_get(&bridge, "/", &[]).await,
+        (200, "<h1>my scene</h1>".to_owned())
+    );
+    assert_eq!(
+        http_get(&bridge, "/assets/app.js", &[]).await,
+        (200, "console.log(1)".to_owned())
+    );
+    bridge.shutdown().await;
+    drop(pipe);
+}
