@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -64,6 +65,10 @@ struct QrArgs {
     overrides: Overrides,
 }
 
+/// How long the process waits, after the bridge has stopped, for blocking file work to end.
+/// With the bridge's own shutdown (at most 1.8 s), a signal ends the process within 2 s.
+const EXIT_GRACE: Duration = Duration::from_millis(150);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -101,12 +106,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let bridge = Bridge::start(config).await?;
         wait_for_signal().await;
         bridge.shutdown().await;
         Ok(())
-    })
+    });
+    // Dropping the runtime would wait for every blocking task, and a file read stuck in the
+    // kernel (a hung network share) never ends: the process is left, not kept alive by it.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    result
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {

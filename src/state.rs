@@ -193,7 +193,12 @@ impl StateFile {
                     }
                 }
             }
-            self.reload().await;
+            // A read that never returns (a hung network share) must not hold up shutdown:
+            // the blocking read is then left behind, and nothing is published from it.
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.reload() => {}
+            }
         }
     }
 }

@@ -252,3 +252,63 @@ async fn json_logs_are_one_object_per_line_and_never_hold_the_token() {
     assert!(!log.contains("wrong-guess-value"), "{log}");
     child.wait().await.unwrap();
 }
+
+/// Sends SIGTERM to the bridge process.
+fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_while_named_pipes_are_swapped_over_the_state_file_exits_zero_within_two_seconds() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let world = World::with_state("round: 0\n");
+    let pipe = world.dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: cannot make a named pipe");
+        return;
+    }
+    let mut args = serve_args(&world);
+    args.extend(["--port".into(), "0".into()]);
+    let mut child = command(&world, &args).spawn().unwrap();
+    listening(&mut child).await;
+
+    // A valid state and then the pipe renamed over the state file, round after round, until
+    // the bridge has gone: a reader that looks before it opens gets caught on the pipe.
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let swapper = {
+        let (stop, rounds) = (Arc::clone(&stop), Arc::clone(&rounds));
+        let state_file = world.state_file.clone();
+        let dir = state_file.parent().unwrap().to_owned();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let n = rounds.fetch_add(1, Ordering::Relaxed);
+                std::fs::write(dir.join(".state.tmp"), format!("round: {n}\n")).unwrap();
+                std::fs::rename(dir.join(".state.tmp"), &state_file).unwrap();
+                let _ = std::fs::remove_file(dir.join(".pipe.tmp"));
+                std::fs::hard_link(&pipe, dir.join(".pipe.tmp")).unwrap();
+                std::fs::rename(dir.join(".pipe.tmp"), &state_file).unwrap();
+            }
+        })
+    };
+    wait_until(|| (rounds.load(Ordering::Relaxed) >= 2_000).then_some(())).await;
+
+    let asked = tokio::time::Instant::now();
+    terminate(&child);
+    let exited = tokio::time::timeout(std::time::Duration::from_secs(2), child.wait()).await;
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    let status = exited
+        .unwrap_or_else(|_| panic!("still running {:?} after SIGTERM", asked.elapsed()))
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
