@@ -312,3 +312,39 @@ async fn sigterm_while_named_pipes_are_swapped_over_the_state_file_exits_zero_wi
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn trace_logs_kept_beside_the_state_file_do_not_feed_on_themselves() {
+    let world = World::with_state("mood: calm\n");
+    let log_path = world.state_file.parent().unwrap().join("bridge.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut args = serve_args(&world);
+    args.extend(["--port".into(), "0".into()]);
+    let mut cmd = command(&world, &args);
+    cmd.env("RUST_LOG", "trace").stderr(log);
+    let mut child = cmd.spawn().unwrap();
+    wait_until(|| {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        text.contains("listening on ws://").then_some(())
+    })
+    .await;
+
+    // No client, no file changes: whatever is written now, the bridge wrote about itself.
+    let size = || std::fs::metadata(&log_path).unwrap().len();
+    let before = size();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let grown = size() - before;
+    assert!(
+        grown < 4 * 1024,
+        "the log grew by {grown} bytes in a second with nothing happening"
+    );
+    terminate(&child);
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("TRACE"), "trace logging was on");
+    assert!(log.contains("stopped"), "the bridge said it stopped");
+}
