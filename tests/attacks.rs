@@ -282,6 +282,37 @@ async fn allowed_hosts_are_served_and_their_own_pages_may_connect() {
     bridge.shutdown().await;
 }
 
+/// The iPad opens the Workshop by the Mac's Bonjour name (`NAME.local`) or its host name:
+/// both are the bridge's own, without any setting.
+#[tokio::test]
+async fn the_macs_own_names_are_served() {
+    let Ok(out) = std::process::Command::new("hostname").output() else {
+        eprintln!("skipped: no `hostname` command to learn this machine's name");
+        return;
+    };
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let short = name.split('.').next().unwrap_or_default().to_owned();
+    if short.is_empty() {
+        eprintln!("skipped: this machine has no host name");
+        return;
+    }
+    let world = World::with_state("a: 1\n");
+    let bridge = start(world.config()).await;
+    let port = bridge.local_addr().port();
+    for host in [format!("{short}.local:{port}"), format!("{name}:{port}")] {
+        let origin = format!("http://{host}");
+        let mut ws = page(&bridge, &format!("/ws?token={TOKEN}"), &host, &origin).await;
+        assert_nothing_pending(&mut ws).await;
+        let (seen, _) = exchange(
+            bridge.local_addr(),
+            &get_head("/", &host, "Connection: close\r\n"),
+        )
+        .await;
+        assert_eq!(seen.status, 200, "{host}: {seen:?}");
+    }
+    bridge.shutdown().await;
+}
+
 // --- 2. agent identity is a privilege ---------------------------------------------------
 
 #[tokio::test]
