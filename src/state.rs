@@ -245,12 +245,27 @@ fn read_yaml(path: &Path, max_bytes: u64) -> Result<Option<Value>, String> {
     parse_yaml(&text)
 }
 
-/// YAML text to JSON. Any document is accepted; budgets refuse alias bombs.
+/// The parser's defaults, but for merge keys (`<<`): agents' writers (PyYAML's `safe_dump`
+/// among them) never write one, and a few hundred bytes of maps merging each other twice,
+/// fifteen deep, cost seconds of work before the default cap of 10,000 is reached. A few
+/// hundred are more than any hand-written file uses.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_merge_keys = MAX_MERGE_KEYS;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// Most merge keys (`<<`) a YAML file may use, counted as they are expanded.
+const MAX_MERGE_KEYS: usize = 256;
+
+/// YAML text to JSON. Any document is accepted; budgets refuse alias and merge-key bombs.
 pub(crate) fn parse_yaml(text: &str) -> Result<Option<Value>, String> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    serde_saphyr::from_str::<Value>(text)
+    serde_saphyr::from_str_with_options::<Value>(text, yaml_options())
         .map(Some)
         .map_err(|e| {
             // The first line says where and what; the rest is a source snippet for terminals.
@@ -325,6 +340,35 @@ mod tests {
             prev = name;
         }
         assert!(parse_yaml(&bomb).is_err());
+    }
+
+    /// A bomb of work rather than of size: fifteen maps, each merging the one before it
+    /// twice (377 bytes). Under the parser's default cap of 10,000 merge keys it took 1.7 s
+    /// of CPU in a release build (14 s in a debug one) at every write before it was refused.
+    #[test]
+    fn merge_key_bombs_are_refused_by_the_budget() {
+        let keys: Vec<String> = (0..10).map(|i| format!("k{i}: {i}")).collect();
+        let mut bomb = format!("a: &a {{{}}}\n", keys.join(", "));
+        let mut prev = 'a';
+        for name in 'b'..='p' {
+            bomb.push_str(&format!("{name}: &{name} {{<<: [*{prev},*{prev}]}}\n"));
+            prev = name;
+        }
+        let e = parse_yaml(&bomb).unwrap_err();
+        assert!(e.starts_with("the state file expands beyond"), "{e}");
+        // The cap itself: one merge key more than the bridge allows (the parser alone would
+        // take forty times as many) is refused, however plain the file.
+        let mut many = String::from("base: &base {x: 1}\n");
+        for i in 0..=MAX_MERGE_KEYS {
+            many.push_str(&format!("m{i}: {{<<: *base}}\n"));
+        }
+        let e = parse_yaml(&many).unwrap_err();
+        assert!(e.contains("merge"), "{e}");
+        // A file that merges a few times, as people write them, still reads.
+        let fine = "base: &base {x: 1, y: 2}\none: {<<: *base, z: 3}\ntwo: {<<: [*base], x: 9}\n";
+        let v = parse_yaml(fine).unwrap().unwrap();
+        assert_eq!(v["one"], serde_json::json!({"x": 1, "y": 2, "z": 3}));
+        assert_eq!(v["two"]["x"], 9);
     }
 
     #[test]
