@@ -54,12 +54,7 @@ async fn serve_listens_on_a_free_port_and_sigterm_says_goodbye_and_exits_zero() 
     let state = recv(&mut ws).await;
     assert_eq!(state["data"], json!({"mood": "calm"}));
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    terminate(&child);
     assert_eq!(
         recv_type(&mut ws, "system_status").await["data"]["status"],
         "shutting_down"
