@@ -24,6 +24,9 @@ mod dedup;
 mod durable;
 mod error;
 mod fswatch;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 mod hub;
 mod inbox;

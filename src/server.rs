@@ -96,9 +96,7 @@ impl FromRequestParts<AppState> for Admitted {
         else {
             return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
         };
-        let token = axum::extract::Query::<TokenParam>::try_from_uri(&parts.uri)
-            .map(|q| q.0.token)
-            .unwrap_or_default();
+        let token = query_token(&parts.uri);
         match app.auth.check(peer, &parts.headers, token.as_deref()) {
             Verdict::Allowed(admitted) => Ok(admitted),
             Verdict::UnknownHost => {
@@ -162,9 +160,15 @@ fn log_refusal(app: &AppState, peer: SocketAddr, reason: &str, detail: &str) {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct TokenParam {
-    token: Option<String>,
+/// The `?token=` of a request, if it has one.
+pub(crate) fn query_token(uri: &axum::http::Uri) -> Option<String> {
+    #[derive(Deserialize)]
+    struct TokenParam {
+        token: Option<String>,
+    }
+    axum::extract::Query::<TokenParam>::try_from_uri(uri)
+        .ok()
+        .and_then(|q| q.0.token)
 }
 
 /// Query parameters of a hub connection (the token is the extractor's).
