@@ -1,0 +1,161 @@
+//! Client messages: any text frame is read or refused with a code, and what is read is what
+//! the client wrote.
+//!
+//! The input is one WebSocket text frame. The reader parses the routing fields first; for an
+//! `agent_register` or a visitor event it then parses that message's own fields. Each result
+//! is checked against a second, independent reading of the same text as a JSON object.
+
+#![no_main]
+
+use std::collections::BTreeMap;
+
+use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
+use workshop_bridge::fuzzing;
+use workshop_bridge::protocol::ErrorCode;
+
+/// The object as a map of raw values: strict about the grammar, lenient about the content
+/// (a lone surrogate escape in a string is grammatical JSON that a Rust `String` cannot
+/// hold; the bridge relays such a message as written).
+type Fields = BTreeMap<String, Box<RawValue>>;
+
+fuzz_target!(|data: &[u8]| {
+    // A text frame that is not UTF-8 closes the connection before any parsing.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let head = match fuzzing::client_head(text) {
+        Ok(head) => head,
+        Err(refusal) => {
+            assert!(!refusal.message.is_empty(), "a refusal says why");
+            match refusal.code {
+                // Strictly: a lone surrogate escape where a string is read is refused too.
+                ErrorCode::BadJson => assert!(
+                    serde_json::from_str::<serde_json::Value>(text).is_err(),
+                    "refused as bad JSON, yet it is JSON: {text:?}"
+                ),
+                ErrorCode::BadMessage => {}
+                other => panic!("the parser refused with {other:?}"),
+            }
+            return;
+        }
+    };
+
+    let fields: Fields = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("accepted, but not a JSON object ({e}): {text:?}"));
+    assert_eq!(
+        string(&fields, "type").as_deref(),
+        Some(head.kind.as_str()),
+        "the type read is not the type sent"
+    );
+
+    // The id is echoed back as written, so it must be exactly the client's value.
+    let id = fields.get("id").map(|raw| raw.get());
+    match &head.id {
+        Some(read) => {
+            assert_eq!(Some(read.as_str()), id, "the id read is not the id sent");
+            // A JSON value (the map above holds it), and not an object, array, bool or null.
+            // (A number may be out of `f64`'s range: it is echoed as written.)
+            assert!(
+                !read.starts_with(['{', '[', 't', 'f', 'n']),
+                "an id that is neither a string nor a number: {read}"
+            );
+        }
+        None => assert!(
+            matches!(id, None | Some("null")),
+            "an id was dropped: {id:?}"
+        ),
+    }
+    match &head.target_id {
+        Some(target) => assert_eq!(string(&fields, "target_id").as_ref(), Some(target)),
+        None => assert!(matches!(
+            fields.get("target_id").map(|r| r.get()),
+            None | Some("null")
+        )),
+    }
+
+    match head.kind.as_str() {
+        "agent_register" => check_register(text, &fields),
+        "message" | "enter" | "leave" | "visitor_message" | "chat_message" => {
+            check_visitor(text, &fields)
+        }
+        _ => {}
+    }
+});
+
+/// A registration's id is the one sent under either spelling, and both it and the role are
+/// acceptable names.
+fn check_register(text: &str, fields: &Fields) {
+    let Some(identity) = fuzzing::register(text) else {
+        return;
+    };
+    let (id, role) = match identity {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            assert_eq!(refusal.code, ErrorCode::BadRegister);
+            assert!(!refusal.message.is_empty());
+            return;
+        }
+    };
+    let camel = string(fields, "agentId");
+    let snake = string(fields, "agent_id");
+    assert!(
+        camel.as_ref() == Some(&id) || snake.as_ref() == Some(&id),
+        "registered as {id:?}, which was not sent"
+    );
+    if let (Some(camel), Some(snake)) = (&camel, &snake) {
+        assert_eq!(camel, snake, "two different ids were accepted");
+    }
+    assert_eq!(
+        role,
+        string(fields, "role").unwrap_or_else(|| "agent".into())
+    );
+    check_name(&id, 128);
+    check_name(&role, 64);
+}
+
+/// A visitor event's fields are the ones sent; the name checks hold for every field.
+fn check_visitor(text: &str, fields: &Fields) {
+    let Some(visitor) = fuzzing::visitor(text) else {
+        return;
+    };
+    assert_eq!(visitor.visitor, string(fields, "visitor"));
+    assert_eq!(visitor.text, string(fields, "text"));
+    assert_eq!(visitor.agent_id, string(fields, "agent_id"));
+    for name in [&visitor.visitor, &visitor.agent_id].into_iter().flatten() {
+        if fuzzing::valid_name(name, 64) {
+            check_name(name, 64);
+        }
+    }
+}
+
+/// What every accepted name promises the logs, the inbox files and the Workshop page.
+fn check_name(name: &str, max: usize) {
+    assert!(
+        fuzzing::valid_name(name, max),
+        "{name:?} was accepted but is not valid"
+    );
+    assert!(
+        fuzzing::valid_name(name, max + 1),
+        "a longer limit refused {name:?}"
+    );
+    assert!(!name.trim().is_empty(), "a blank name: {name:?}");
+    assert!(
+        name.chars().count() <= max,
+        "{name:?} is over {max} characters"
+    );
+    assert!(
+        !name
+            .chars()
+            .any(|c| matches!(c, '\0' | '\n' | '\r' | '\u{1b}' | '\u{7f}')),
+        "{name:?} holds a control character"
+    );
+}
+
+/// The string under `key`, when there is one that a Rust `String` can hold.
+fn string(fields: &Fields, key: &str) -> Option<String> {
+    let raw = fields.get(key)?;
+    serde_json::from_str::<Option<String>>(raw.get())
+        .ok()
+        .flatten()
+}
