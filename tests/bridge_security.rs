@@ -100,6 +100,28 @@ async fn web_pages_from_other_origins_are_refused_even_on_this_machine() {
     bridge.shutdown().await;
 }
 
+/// What follows `localhost` in an Origin is a port or nothing: an Origin that only starts
+/// like a page on this machine is not one. (A browser never sends these, so this is the
+/// check meaning what it says rather than a way in for web pages.)
+#[tokio::test]
+#[ignore = "fails until the Origin check requires a port of digits after the host"]
+async fn an_origin_that_only_starts_like_localhost_is_refused() {
+    let world = World::with_state("a: 1\n");
+    let bridge = start(world.config()).await;
+    for origin in [
+        "http://localhost:80@evil.example",
+        "http://localhost:5173.evil.example",
+        "https://127.0.0.1:x",
+        "http://[::1]evil.example",
+    ] {
+        let Err(error) = try_connect(&bridge, "/ws", &[("origin", origin)]).await else {
+            panic!("a page from {origin} was let in");
+        };
+        assert_eq!(refusal(error).0, 403, "{origin}");
+    }
+    bridge.shutdown().await;
+}
+
 #[tokio::test]
 async fn no_auth_lets_everyone_in() {
     let world = World::with_state("a: 1\n");
