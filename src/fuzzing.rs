@@ -122,26 +122,25 @@ pub enum Access {
     TooManyFailures,
 }
 
-/// The bridge's access check, prepared once from a config.
+/// The bridge's access check for one config.
 #[derive(Debug)]
-pub struct Gate(Auth);
+pub struct Gate(Config);
 
 impl Gate {
     /// Prepares the check as the bridge does at start, answering to `localhost`, IP
     /// addresses and the `allowed_hosts` of `config` (not this machine's own names, so that
     /// a run does not depend on the machine).
     pub fn new(config: &Config) -> Self {
-        Self(Auth::with_hosts(
-            config,
-            HostAllowlist::with(&config.allowed_hosts),
-        ))
+        Self(config.clone())
     }
 
     /// Decides about a request from `peer`, reading the token from the URI's query the way
-    /// the hub endpoint and the status API do.
+    /// the hub endpoint and the status API do. Each check starts afresh: wrong tokens of
+    /// earlier inputs would otherwise make later ones wait (that back-off has its own tests).
     pub fn check(&self, peer: SocketAddr, uri: &Uri, headers: &HeaderMap) -> Access {
+        let auth = Auth::with_hosts(&self.0, HostAllowlist::with(&self.0.allowed_hosts));
         let token = crate::server::query_token(uri);
-        match self.0.check(peer, headers, token.as_deref()) {
+        match auth.check(peer, headers, token.as_deref()) {
             Verdict::Allowed(admitted) => Access::Allowed {
                 admission: admitted.admission,
                 origin: admitted.origin,

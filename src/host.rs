@@ -125,6 +125,17 @@ pub(crate) fn host_of(authority: &str) -> Option<String> {
         return None;
     }
     let host = parsed.host();
+    // What follows the host is a port of digits, or nothing: `localhost:80@evil.example`,
+    // `localhost:5173.evil.example` and `localhost:8(` name no port.
+    match parsed.as_str().strip_prefix(host)? {
+        "" => {}
+        rest => {
+            let port = rest.strip_prefix(':')?;
+            if !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
+                return None;
+            }
+        }
+    }
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -214,6 +225,11 @@ mod tests {
             "localhost.evil.example",
             "127.0.0.1.evil.example",
             "user@localhost",
+            "localhost:8(",
+            "localhost:5173.evil.example",
+            "127.0.0.1:x",
+            "localhost:70000",
+            "[::1]evil.example",
             "",
             "[::1",
             "a b",

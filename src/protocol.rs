@@ -49,6 +49,16 @@ impl<'a> Head<'a> {
     /// Parses just the routing fields; the error is a sentence for the client. An `id`
     /// longer than `max_id_bytes` is refused: it would be echoed, remembered and written.
     pub(crate) fn parse(text: &'a str, max_id_bytes: usize) -> Result<Self, ClientError> {
+        // Serde reads a struct from an array too, field by field (`["message", "hi"]` would
+        // be a message with the id "hi"): only an object is a message.
+        if !text.trim_start().starts_with('{')
+            && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+        {
+            return Err(ClientError::new(
+                ErrorCode::BadMessage,
+                "a message must be a JSON object with a string `type`",
+            ));
+        }
         let head: Head<'a> = serde_json::from_str(text).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
                 ClientError::new(ErrorCode::BadJson, format!("not valid JSON: {e}"))
@@ -369,6 +379,9 @@ mod tests {
             ("not json", ErrorCode::BadJson),
             ("{\"type\":", ErrorCode::BadJson),
             ("[1,2]", ErrorCode::BadMessage),
+            (r#"["ping"]"#, ErrorCode::BadMessage),
+            (r#"  ["message","hi"]"#, ErrorCode::BadMessage),
+            ("\"message\"", ErrorCode::BadMessage),
             ("{\"text\":\"no type\"}", ErrorCode::BadMessage),
             ("{\"type\":7}", ErrorCode::BadMessage),
             ("{\"type\":\"x\",\"id\":{\"a\":1}}", ErrorCode::BadMessage),

@@ -191,7 +191,6 @@ async fn files_already_in_the_outbox_at_start_are_sent() {
 /// `target_id`, …) is refused too: `["message", "hi"]` is not a message from a visitor called
 /// "message", and `["bark"]` is not relayed to the other clients.
 #[tokio::test]
-#[ignore = "fails until the message parser refuses a JSON array"]
 async fn a_json_array_is_refused_however_much_it_looks_like_a_message() {
     let world = World::with_state("a: 1\n");
     let bridge = start(world.config()).await;

@@ -104,7 +104,6 @@ async fn web_pages_from_other_origins_are_refused_even_on_this_machine() {
 /// like a page on this machine is not one. (A browser never sends these, so this is the
 /// check meaning what it says rather than a way in for web pages.)
 #[tokio::test]
-#[ignore = "fails until the Origin check requires a port of digits after the host"]
 async fn an_origin_that_only_starts_like_localhost_is_refused() {
     let world = World::with_state("a: 1\n");
     let bridge = start(world.config()).await;

@@ -24,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let head = match fuzzing::client_head(text) {
+    check_depth(text);
+    let head = match fuzzing::client_head(text, MAX_ID_BYTES) {
         Ok(head) => head,
         Err(refusal) => {
             assert!(!refusal.message.is_empty(), "a refusal says why");
@@ -35,6 +36,14 @@ fuzz_target!(|data: &[u8]| {
                     "refused as bad JSON, yet it is JSON: {text:?}"
                 ),
                 ErrorCode::BadMessage => {}
+                ErrorCode::BadId => {
+                    let fields: Fields = serde_json::from_str(text).expect("an object");
+                    let id = fields.get("id").map(|raw| raw.get().len());
+                    assert!(
+                        id.is_some_and(|len| len > MAX_ID_BYTES),
+                        "refused as a long id: {id:?}"
+                    );
+                }
                 other => panic!("the parser refused with {other:?}"),
             }
             return;
@@ -54,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
     match &head.id {
         Some(read) => {
             assert_eq!(Some(read.as_str()), id, "the id read is not the id sent");
+            assert!(read.len() <= MAX_ID_BYTES, "an id of {} bytes", read.len());
             // A JSON value (the map above holds it), and not an object, array, bool or null.
             // (A number may be out of `f64`'s range: it is echoed as written.)
             assert!(
@@ -74,6 +84,21 @@ fuzz_target!(|data: &[u8]| {
         )),
     }
 
+    // The sender it claims: either spelling, and never two different ones.
+    let snake = string(&fields, "agent_id");
+    let camel = string(&fields, "agentId");
+    match &head.claimed_agent {
+        Ok(Some(claimed)) => assert!(
+            snake.as_ref() == Some(claimed) || camel.as_ref() == Some(claimed),
+            "claims {claimed:?}, which was not sent"
+        ),
+        Ok(None) => assert!(snake.is_none() && camel.is_none(), "a claim was dropped"),
+        Err(code) => {
+            assert_eq!(*code, ErrorCode::BadMessage);
+            assert!(snake.is_some() && camel.is_some() && snake != camel);
+        }
+    }
+
     match head.kind.as_str() {
         "agent_register" => check_register(text, &fields),
         "message" | "enter" | "leave" | "visitor_message" | "chat_message" => {
@@ -82,6 +107,34 @@ fuzz_target!(|data: &[u8]| {
         _ => {}
     }
 });
+
+/// The longest id the bridge takes by default.
+const MAX_ID_BYTES: usize = 128;
+/// The deepest nesting it relays by default.
+const MAX_DEPTH: usize = 64;
+
+/// The byte scan that refuses deep messages before anything is parsed agrees with the
+/// nesting of the value itself, wherever the text is JSON.
+fn check_depth(text: &str) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return;
+    };
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let actual = depth(&value);
+    for max in [0, 1, 2, MAX_DEPTH] {
+        assert_eq!(
+            fuzzing::nested_deeper_than(text, max),
+            actual > max,
+            "nesting {actual} against a limit of {max}"
+        );
+    }
+}
 
 /// A registration's id is the one sent under either spelling, and both it and the role are
 /// acceptable names.

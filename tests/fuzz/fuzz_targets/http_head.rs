@@ -3,14 +3,15 @@
 //! The input's first byte picks the peer (loopback or a LAN address) and one of two configs;
 //! the rest is an HTTP/1.1 request head, parsed with httparse as hyper parses it. The
 //! bridge's check then decides, and its verdict is held to what the README promises:
-//! - a LAN client gets in only with the exact token (or the agent token);
-//! - with loopback trust off, nobody gets in without one;
-//! - speaking as an agent, when an agent token is set, takes that token, except for a local
-//!   program that is not a web page;
-//! - a web page gets in only from an allowed origin, a localhost page, or the bridge's own
+//! - nothing gets in unless its `Host` names the bridge (an IP address, a `localhost` name,
+//!   or the one `--allowed-host` of the configs);
+//! - a client gets in without a token only from loopback, with loopback trust on, and with
+//!   a loopback `Host`;
+//! - a web page is never an agent; when an agent token is set, no one is without it;
+//! - a web page gets in only from an allowed origin, a loopback page, or the bridge's own
 //!   host;
-//! - and the other way round: a local program, and a LAN client presenting only the right
-//!   token from no web page, are never refused.
+//! - and the other way round: a local program addressing `localhost`, and a client
+//!   presenting only the right token from no web page, are never refused.
 
 #![no_main]
 
@@ -24,6 +25,8 @@ use workshop_bridge::Config;
 use workshop_bridge::fuzzing::{Access, Gate};
 
 const TOKEN: &str = "Tok3n-7f3a9c0e";
+/// The one name the configs add with `--allowed-host`.
+const ALLOWED_HOST: &str = "mac.local";
 const AGENT_TOKEN: &str = "Ag3nt-1b2d4e6f";
 
 /// Loopback first, then LAN: `peer < LOOPBACK_PEERS` is loopback.
@@ -38,6 +41,16 @@ const PEERS: [IpAddr; 8] = [
     IpAddr::V6(Ipv4Addr::new(192, 168, 1, 30).to_ipv6_mapped()),
 ];
 const LOOPBACK_PEERS: usize = 4;
+
+/// Hosts written as clients write them.
+const PLAIN_HOSTS: [&str; 6] = [
+    "localhost",
+    "localhost:8765",
+    "127.0.0.1:8765",
+    "[::1]:8765",
+    "192.168.1.20:8765",
+    "mac.local:8765",
+];
 
 /// The settings a check runs against, with what the invariants need to know of them.
 struct Setup {
@@ -58,6 +71,7 @@ static SETUPS: LazyLock<[Setup; 2]> = LazyLock::new(|| {
             agent_token: agent_token.map(Into::into),
             no_trust_loopback: !trust_loopback,
             allowed_origins: vec![configured.into()],
+            allowed_hosts: vec![ALLOWED_HOST.into()],
             ..Config::default()
         };
         Setup {
@@ -97,26 +111,31 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
 
-    let access = setup.gate.check(peer, uri.clone(), headers.clone());
+    let access = setup.gate.check(peer, &uri, &headers);
 
     let presented = presented_tokens(&uri, &headers);
     let has = |token: &str| presented.iter().any(|p| p == token);
     let any_token = has(TOKEN) || setup.agent_token.is_some_and(has);
     let origin = headers.get(ORIGIN);
 
-    if let Access::Allowed { agent } = access {
-        if !loopback || !setup.trust_loopback {
+    let host = host_kind(headers.get(HOST));
+    if let Access::Allowed { agent, .. } = &access {
+        assert!(host.is_some(), "let in with Host {:?}", headers.get(HOST));
+        if !loopback || !setup.trust_loopback || host != Some(Host::Loopback) {
             assert!(
                 any_token,
-                "let in without the token: peer {peer}, tokens {presented:?}"
+                "let in without the token: peer {peer}, Host {:?}, tokens {presented:?}",
+                headers.get(HOST)
             );
         }
-        if agent && let Some(agent_token) = setup.agent_token {
-            let trusted_program = loopback && setup.trust_loopback && origin.is_none();
-            assert!(
-                trusted_program || has(agent_token),
-                "an agent without the agent token: peer {peer}, tokens {presented:?}"
-            );
+        if *agent {
+            assert!(origin.is_none(), "a web page may act as an agent");
+            if let Some(agent_token) = setup.agent_token {
+                assert!(
+                    has(agent_token),
+                    "an agent without the agent token: peer {peer}, tokens {presented:?}"
+                );
+            }
         }
         if let Some(origin) = origin {
             assert!(
@@ -127,13 +146,18 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    // Nobody who should get in is refused.
-    if origin.is_none() {
-        if loopback && setup.trust_loopback {
-            assert_eq!(
-                access,
-                Access::Allowed { agent: true },
-                "a local program refused"
+    // Nobody who should get in is refused (asked of plainly written Hosts, where every
+    // reading of the grammar agrees).
+    let plain_host = headers.get_all(HOST).iter().count() == 1
+        && headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| PLAIN_HOSTS.contains(&h));
+    if origin.is_none() && plain_host {
+        if loopback && setup.trust_loopback && host == Some(Host::Loopback) {
+            assert!(
+                matches!(access, Access::Allowed { agent: true, .. }),
+                "a local program refused: {access:?}"
             );
         }
         // One token, said once, in a query the server reads (a repeated key fails it whole).
@@ -194,6 +218,49 @@ fn presented_tokens(uri: &Uri, headers: &HeaderMap) -> Vec<String> {
     tokens
 }
 
+/// How a `Host` names the bridge, as far as these configs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Host {
+    /// `localhost`, a name under `.localhost`, or a loopback address.
+    Loopback,
+    /// Another IP address, or the one name the configs allow.
+    Known,
+}
+
+/// Reads a `Host` value (`name[:port]`, `[v6][:port]`) from the HTTP and URL grammars, not
+/// from the bridge's code; `None` for anything that names no one the configs allow.
+fn host_kind(value: Option<&HeaderValue>) -> Option<Host> {
+    let value = value?.to_str().ok()?.to_ascii_lowercase();
+    let (name, port) = match value.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            (v6.to_owned(), after)
+        }
+        None => match value.split_once(':') {
+            Some((name, port)) => (name.to_owned(), port),
+            None => (value.clone(), ""),
+        },
+    };
+    let port = port.strip_prefix(':').unwrap_or(port);
+    if !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
+        return None;
+    }
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        let loopback = match ip {
+            IpAddr::V4(v4) => v4.is_loopback(),
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        };
+        return Some(if loopback { Host::Loopback } else { Host::Known });
+    }
+    let name = name.strip_suffix('.').unwrap_or(&name);
+    if name == ALLOWED_HOST {
+        return Some(Host::Known);
+    }
+    (name == "localhost" || name.ends_with(".localhost")).then_some(Host::Loopback)
+}
+
 /// What a browser's `Origin` may be for the bridge to accept the page: an allowed origin, a
 /// page served by the bridge itself (same host and port as the request's `Host`), or a page
 /// on this machine's `localhost`. Written from the web's definition of an origin
@@ -218,13 +285,9 @@ fn origin_is_allowed(origin: &HeaderValue, host: Option<&HeaderValue>, allowed: 
     {
         return true;
     }
-    let port_or_nothing = |rest: &str| {
-        rest.is_empty()
-            || rest
-                .strip_prefix(':')
-                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    // A page on a loopback name, any port.
+    let Ok(value) = HeaderValue::from_str(authority) else {
+        return false;
     };
-    ["localhost", "127.0.0.1", "[::1]"]
-        .iter()
-        .any(|local| authority.strip_prefix(local).is_some_and(port_or_nothing))
+    host_kind(Some(&value)) == Some(Host::Loopback)
 }
