@@ -245,6 +245,9 @@ fn host_kind(value: Option<&HeaderValue>) -> Option<Host> {
     if !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
         return None;
     }
+    // A trailing dot ends a fully qualified name; URL parsers drop it before reading an
+    // IPv4 address too (`192.168.1.2.` is that address).
+    let name = name.strip_suffix('.').unwrap_or(&name).to_owned();
     if let Ok(ip) = name.parse::<IpAddr>() {
         let loopback = match ip {
             IpAddr::V4(v4) => v4.is_loopback(),
@@ -254,7 +257,6 @@ fn host_kind(value: Option<&HeaderValue>) -> Option<Host> {
         };
         return Some(if loopback { Host::Loopback } else { Host::Known });
     }
-    let name = name.strip_suffix('.').unwrap_or(&name);
     if name == ALLOWED_HOST {
         return Some(Host::Known);
     }
