@@ -80,6 +80,11 @@ async fn known_host(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     log_refusal(&app, peer, "unknown host", host);
+    unknown_host()
+}
+
+/// 421: the request names a host that is not this bridge.
+fn unknown_host() -> Response {
     refuse(
         StatusCode::MISDIRECTED_REQUEST,
         "unknown_host",
@@ -99,13 +104,10 @@ impl FromRequestParts<AppState> for Admitted {
         let token = query_token(&parts.uri);
         match app.auth.check(peer, &parts.headers, token.as_deref()) {
             Verdict::Allowed(admitted) => Ok(admitted),
+            // The `known_host` layer refuses these first; the check stands on its own.
             Verdict::UnknownHost => {
                 log_refusal(app, peer, "unknown host", "");
-                Err(refuse(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "unknown_host",
-                    "this bridge does not answer to that name; add it with --allowed-host",
-                ))
+                Err(unknown_host())
             }
             Verdict::ForbiddenOrigin => {
                 let origin = parts
