@@ -268,7 +268,10 @@ async fn sigterm_while_named_pipes_are_swapped_over_the_state_file_exits_zero_wi
     let pipe = world.dir.path().join("pipe");
     let made = std::process::Command::new("mkfifo").arg(&pipe).status();
     if !made.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: cannot make a named pipe");
+        support::report::skipped(
+            "sigterm_while_named_pipes_are_swapped_over_the_state_file_exits_zero_within_two_seconds",
+            "cannot make a named pipe",
+        );
         return;
     }
     let mut args = serve_args(&world);

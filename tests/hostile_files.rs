@@ -456,7 +456,10 @@ async fn a_named_pipe_at_the_state_path_is_refused_without_blocking_the_state_re
     // Opening a pipe for reading waits for a writer: a reader that opens it first would hang.
     fs::remove_file(&world.state_file).unwrap();
     if let Err(e) = run("mkfifo", &[world.state_file.to_str().unwrap()]) {
-        println!("SKIPPED: cannot make a named pipe ({e})");
+        support::report::skipped(
+            "a_named_pipe_at_the_state_path_is_refused_without_blocking_the_state_reader",
+            format_args!("cannot make a named pipe ({e})"),
+        );
         return;
     }
     let _unblock = UnblockPipe(world.state_file.clone());
@@ -523,7 +526,10 @@ async fn named_pipes_renamed_over_the_state_file_again_and_again_never_stall_its
     let pipe = match Pipe::new(world.dir.path().join("pipe")) {
         Ok(p) => p,
         Err(e) => {
-            println!("SKIPPED: cannot make a named pipe ({e})");
+            support::report::skipped(
+                "named_pipes_renamed_over_the_state_file_again_and_again_never_stall_its_reader",
+                format_args!("cannot make a named pipe ({e})"),
+            );
             return;
         }
     };
@@ -802,7 +808,10 @@ async fn a_read_only_inbox_gives_the_sender_inbox_unavailable_and_the_retry_is_a
     let read_only = match ReadOnly::make(&world.inbox) {
         Ok(r) => r,
         Err(e) => {
-            println!("SKIPPED: cannot make the inbox read-only ({e})");
+            support::report::skipped(
+                "a_read_only_inbox_gives_the_sender_inbox_unavailable_and_the_retry_is_accepted_once_writable",
+                format_args!("cannot make the inbox read-only ({e})"),
+            );
             return;
         }
     };
@@ -839,7 +848,10 @@ async fn a_full_disk_gives_the_sender_inbox_unavailable_leaves_no_partial_file_a
     let _disk = match Mount::new(&["-t", "tmpfs", "-o", "size=64k", "tmpfs"], &world.inbox) {
         Ok(m) => m,
         Err(e) => {
-            println!("SKIPPED: cannot mount a small tmpfs ({e})");
+            support::report::skipped(
+                "a_full_disk_gives_the_sender_inbox_unavailable_leaves_no_partial_file_and_recovers_when_space_is_freed",
+                format_args!("cannot mount a small tmpfs ({e})"),
+            );
             return;
         }
     };
@@ -906,7 +918,10 @@ async fn pipes_and_symlinks_renamed_over_outbox_files_are_rejected_never_read_an
     let pipe = match Pipe::new(world.dir.path().join("pipe")) {
         Ok(p) => p,
         Err(e) => {
-            println!("SKIPPED: cannot make a named pipe ({e})");
+            support::report::skipped(
+                "pipes_and_symlinks_renamed_over_outbox_files_are_rejected_never_read_and_never_stall_it",
+                format_args!("cannot make a named pipe ({e})"),
+            );
             return;
         }
     };
