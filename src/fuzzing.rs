@@ -154,7 +154,8 @@ impl Gate {
     }
 }
 
-/// Reads state file text as the state reader does: `Ok(None)` for blank text.
-pub fn parse_yaml(text: &str) -> Result<Option<Value>, String> {
-    crate::state::parse_yaml(text)
+/// Reads state file text as the state reader does, to the JSON clients are sent: `Ok(None)`
+/// for text that holds no document.
+pub fn state_to_json(text: &str) -> Result<Option<String>, String> {
+    crate::state::state_to_json(text)
 }

@@ -8,13 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::fswatch::Wake;
 use crate::hub::Hub;
 use crate::protocol::RESERVED_TYPES;
 use crate::safe_open::{self, Links, Refusal};
+use crate::state::value::StateValue;
 
 /// Name of the directory, inside the outbox, that unreadable files are moved to.
 const REJECTED_DIR: &str = "rejected";
@@ -130,27 +130,28 @@ fn read_messages(path: &Path) -> Result<Vec<String>, Unsent> {
                 Refusal::Open(e) | Refusal::Read(e) => e.to_string().into(),
             }
         })?;
-    let value: Value = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?
+    // Read as the state file is, so a bark says what the agent's writer meant.
+    let value = if path.extension().is_some_and(|e| e == "json") {
+        crate::state::read_json(&text)?
     } else {
-        crate::state::parse_yaml(&text)?.ok_or("the file is empty")?
+        crate::state::read_document(&text)?.ok_or("the file is empty")?
     };
     let messages = match value {
-        Value::Array(items) => items,
-        single @ Value::Object(_) => vec![single],
+        StateValue::List(items) => items,
+        single @ StateValue::Map(_) => vec![single],
         _ => return Err("expected a message object or an array of them".into()),
     };
     messages
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let kind = m.get("type").and_then(Value::as_str);
+            let kind = m.get("type").and_then(StateValue::as_str);
             match kind {
                 None => Err(format!("message {i} has no string `type`")),
                 Some(k) if RESERVED_TYPES.contains(&k) => {
                     Err(format!("message {i}: `{k}` is sent by the bridge only"))
                 }
-                Some(_) => Ok(m.to_string()),
+                Some(_) => Ok(m.to_json()),
             }
         })
         .collect::<Result<_, String>>()

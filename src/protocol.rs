@@ -196,15 +196,15 @@ pub(crate) enum ServerMessage<'a> {
     State {
         /// Grows by one per change of the file's content.
         seq: u64,
-        /// The YAML document as JSON.
-        data: &'a serde_json::Value,
+        /// The state file's document as JSON.
+        data: &'a crate::state::value::StateValue,
     },
     /// The change from state `seq - 1` to `seq`, as RFC 6902 operations.
     StatePatch {
         /// The state this patch produces.
         seq: u64,
         /// The operations.
-        patch: &'a json_patch::Patch,
+        patch: &'a [crate::state::value::Operation<'a>],
     },
     /// The client's message with this id was accepted (and for inbox messages, is on disk).
     Ack {
@@ -452,7 +452,7 @@ mod tests {
 
     #[test]
     fn server_messages_have_their_wire_shape() {
-        let data = serde_json::json!({"a": 1});
+        let data = crate::state::value::StateValue::from(serde_json::json!({"a": 1}));
         assert_eq!(
             ServerMessage::State {
                 seq: 3,

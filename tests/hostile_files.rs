@@ -248,7 +248,7 @@ fn long_laughs() -> String {
 /// A bomb of work rather than of size: merge keys, each map merging the one before it
 /// twice, fifteen deep (377 bytes). Under the parser's default cap of 10,000 merge keys it
 /// cost seconds of CPU at every write (1.7 s in a release build, 14 s in a debug one); the
-/// bridge's own cap of 256 refuses it at once (see `state.rs`), and the last state is kept.
+/// bridge's own cap of 256 refuses it at once (see `src/state/yaml.rs`), and the last state is kept.
 fn merge_key_bomb() -> String {
     let keys: Vec<String> = (0..10).map(|i| format!("k{i}: {i}")).collect();
     let mut bomb = format!("a: &a {{{}}}\n", keys.join(", "));
@@ -267,12 +267,11 @@ async fn yaml_alias_bombs_are_refused_by_the_parser_budget_and_the_last_state_is
     let (mut ipad, _) = connect_with_state(&bridge, "/ws").await;
 
     world.write_state(&long_laughs());
-    let error = state_error(&bridge, "budget breached").await;
+    let error = state_error(&bridge, "MiB of text").await;
     assert!(
-        error.starts_with("the state file expands beyond what the bridge will read"),
+        error.starts_with("the state file is beyond the bridge's limits: its aliases copy"),
         "{error}"
     );
-    assert!(error.contains("ScalarBytes"), "{error}");
     assert_eq!(bridge.state_health().seq, 1);
     assert_nothing_pending(&mut ipad).await;
 
@@ -281,9 +280,10 @@ async fn yaml_alias_bombs_are_refused_by_the_parser_budget_and_the_last_state_is
     assert_eq!(next["data"], json!({"mood": "alert"}));
 
     world.write_state(&merge_key_bomb());
-    let error = state_error(&bridge, "MergeKeys").await;
+    // Each map copies the one before it twice: the copies' budget refuses it first.
+    let error = state_error(&bridge, "limits").await;
     assert!(
-        error.starts_with("the state file expands beyond what the bridge will read"),
+        error.starts_with("the state file is beyond the bridge's limits: its aliases copy"),
         "{error}"
     );
     assert_eq!(bridge.state_health().seq, 2);
@@ -291,9 +291,9 @@ async fn yaml_alias_bombs_are_refused_by_the_parser_budget_and_the_last_state_is
 
     // Last, as it is the slow one to refuse: nothing after it waits for the state reader.
     world.write_state(&billion_laughs());
-    // (Waited for by its own budget's name: the merge-key bomb's error says "budget" too.)
-    let error = state_error(&bridge, "Nodes").await;
-    assert!(error.contains("budget breached"), "{error}");
+    // (Waited for by where it is refused: the merge-key bomb's error names the same budget.)
+    let error = state_error(&bridge, "(line 7 ").await;
+    assert!(error.contains("its aliases copy more than"), "{error}");
     assert_eq!(bridge.state_health().seq, 2);
     assert_nothing_pending(&mut ipad).await;
     still_serving(&bridge, &world, &mut ipad, json!({"mood": "alert"})).await;
@@ -309,8 +309,12 @@ async fn deeply_nested_yaml_is_refused_without_overflowing_the_stack() {
     // A stack overflow would abort the whole bridge, not just refuse the file.
     let flow = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     world.write_state(&flow);
-    let error = state_error(&bridge, "recursion limit").await;
-    assert!(error.starts_with("invalid YAML: line 1 column "), "{error}");
+    let error = state_error(&bridge, "nests deeper").await;
+    assert!(
+        error.starts_with("the state file is beyond the bridge's limits"),
+        "{error}"
+    );
+    assert!(error.contains("line 1 column 257"), "{error}");
 
     world.write_state("mood: alert\n");
     assert_eq!(
@@ -321,8 +325,8 @@ async fn deeply_nested_yaml_is_refused_without_overflowing_the_stack() {
         .map(|depth| format!("{}a:\n", " ".repeat(depth)))
         .collect();
     world.write_state(&block);
-    let error = state_error(&bridge, "budget breached").await;
-    assert!(error.contains("Depth"), "{error}");
+    let error = state_error(&bridge, "nests deeper").await;
+    assert!(error.contains("line 257"), "{error}");
 
     assert_eq!(bridge.state_health().seq, 2);
     assert_nothing_pending(&mut ipad).await;

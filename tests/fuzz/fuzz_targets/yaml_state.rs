@@ -8,7 +8,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
 use workshop_bridge::fuzzing;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,27 +15,23 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match fuzzing::parse_yaml(text) {
-        Ok(None) => assert!(text.trim().is_empty(), "non-blank text read as nothing"),
-        Ok(Some(value)) => {
-            assert!(!text.trim().is_empty(), "blank text read as {value}");
-            // What every client is sent, and what it reads back.
-            let json = serde_json::to_string(&value)
-                .unwrap_or_else(|e| panic!("cannot send {value:?} as JSON: {e}"));
-            let back: Value = serde_json::from_str(&json)
+    match fuzzing::state_to_json(text) {
+        Ok(None) => {}
+        Ok(Some(json)) => {
+            // What every client is sent: JSON, on one line.
+            serde_json::from_str::<serde_json::Value>(&json)
                 .unwrap_or_else(|e| panic!("clients cannot read {json}: {e}"));
-            assert_eq!(back, value, "the JSON sent is another document");
-            assert_eq!(
-                serde_json::to_string(&back).ok().as_deref(),
-                Some(json.as_str()),
-                "the keys' order changed on the way"
-            );
+            assert!(!json.contains('\n'), "a raw line break in {json}");
+            // Read back by the bridge's own JSON rules, it is the same text: nothing was
+            // lost or reordered on the way out.
+            let again = fuzzing::state_to_json(&json)
+                .unwrap_or_else(|e| panic!("the bridge cannot read its own {json}: {e}"));
+            assert_eq!(again.as_deref(), Some(json.as_str()), "another document came back");
         }
         Err(message) => {
             assert!(
                 message.starts_with("invalid YAML: ")
-                    || message
-                        .starts_with("the state file expands beyond what the bridge will read: "),
+                    || message.starts_with("the state file is beyond the bridge's limits: "),
                 "an error that says neither what nor why: {message:?}"
             );
             assert!(

@@ -1,4 +1,7 @@
-//! The state file: watched, parsed from YAML once per change, serialized once per change.
+//! The state file: watched, read once per change, serialized once per change.
+//!
+//! `yaml.rs` and `scalar.rs` read it as the agent's writer (PyYAML) means it, `json.rs` reads
+//! a file written as JSON, `value.rs` holds the result and the change between two versions.
 //!
 //! Each change becomes a [`Snapshot`] holding the finished `state` message (and the
 //! `state_patch` from the previous one) as shared bytes, published on a `watch` channel. A
@@ -11,13 +14,20 @@ use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::fswatch::{DirWatch, Wake, watch_dir};
 use crate::protocol::ServerMessage;
 use crate::safe_open::{self, Links, Refusal};
+
+mod json;
+mod scalar;
+pub(crate) mod value;
+mod yaml;
+
+use scalar::Schema;
+use value::StateValue;
 
 /// One version of the state, ready to send.
 #[derive(Debug)]
@@ -51,7 +61,9 @@ pub struct StateHealth {
 pub(crate) struct StateFile {
     path: PathBuf,
     max_bytes: u64,
-    current: Option<Value>,
+    current: Option<StateValue>,
+    /// The text `current` was read from: a write of the same bytes is not read again.
+    text: Arc<String>,
     seq: u64,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
     health: Arc<Mutex<StateHealth>>,
@@ -78,6 +90,7 @@ impl StateFile {
             path,
             max_bytes,
             current: None,
+            text: Arc::default(),
             seq: 0,
             tx: watch::channel(None).0,
             health: Arc::new(Mutex::new(health)),
@@ -101,15 +114,18 @@ impl StateFile {
         self.follow_link();
         let path = self.path.clone();
         let max = self.max_bytes;
-        let read = tokio::task::spawn_blocking(move || read_yaml(&path, max))
+        let last = Arc::clone(&self.text);
+        let read = tokio::task::spawn_blocking(move || read_state_file(&path, max, &last))
             .await
             .unwrap_or_else(|e| Err(format!("the reader failed: {e}")));
         match read {
-            Ok(None) => {
+            Ok(Read::Unchanged) => self.set_health(None),
+            Ok(Read::Empty) => {
                 tracing::debug!(path = %self.path.display(), "state file is empty; waiting for content");
             }
-            Ok(Some(value)) => {
+            Ok(Read::Changed(text, value)) => {
                 self.set_health(None);
+                self.text = text;
                 if self.current.as_ref() != Some(&value) {
                     self.publish(value);
                 }
@@ -121,12 +137,12 @@ impl StateFile {
         }
     }
 
-    fn publish(&mut self, value: Value) {
+    fn publish(&mut self, value: StateValue) {
         self.seq += 1;
         let seq = self.seq;
         let full = ServerMessage::State { seq, data: &value }.to_text();
         let patch = self.current.as_ref().map(|old| {
-            let patch = json_patch::diff(old, &value);
+            let patch = value::diff(old, &value);
             ServerMessage::StatePatch { seq, patch: &patch }.to_text()
         });
         tracing::info!(seq, bytes = full.len(), "state changed");
@@ -222,11 +238,21 @@ fn link_target(path: &Path) -> Option<PathBuf> {
     None
 }
 
-/// Reads and parses the file. `Ok(None)` for an empty file (most likely caught mid-write).
+/// What a read of the state file found.
+enum Read {
+    /// The same bytes as last time.
+    Unchanged,
+    /// No document (empty, most likely caught mid-write, or only comments).
+    Empty,
+    /// New text, and the value read from it.
+    Changed(Arc<String>, StateValue),
+}
+
+/// Reads the file and, if its text is not `last`, what it holds.
 ///
 /// Opened once and checked on the open handle, so a named pipe renamed over the file cannot
 /// stall the reader; a symlink at the path is followed (it may lead to the agent's project).
-fn read_yaml(path: &Path, max_bytes: u64) -> Result<Option<Value>, String> {
+fn read_state_file(path: &Path, max_bytes: u64, last: &str) -> Result<Read, String> {
     let text =
         safe_open::read_to_string(path, Links::Follow, max_bytes).map_err(
             |refusal| match refusal {
@@ -242,43 +268,41 @@ fn read_yaml(path: &Path, max_bytes: u64) -> Result<Option<Value>, String> {
                 Refusal::Read(e) => format!("cannot read the state file: {e}"),
             },
         )?;
-    parse_yaml(&text)
-}
-
-/// The parser's defaults, but for merge keys (`<<`): agents' writers (PyYAML's `safe_dump`
-/// among them) never write one, and a few hundred bytes of maps merging each other twice,
-/// fifteen deep, cost seconds of work before the default cap of 10,000 is reached. A few
-/// hundred are more than any hand-written file uses.
-fn yaml_options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_merge_keys = MAX_MERGE_KEYS;
-    let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
-    options
-}
-
-/// Most merge keys (`<<`) a YAML file may use, counted as they are expanded.
-const MAX_MERGE_KEYS: usize = 256;
-
-/// YAML text to JSON. Any document is accepted; budgets refuse alias and merge-key bombs.
-pub(crate) fn parse_yaml(text: &str) -> Result<Option<Value>, String> {
-    if text.trim().is_empty() {
-        return Ok(None);
+    if text == last {
+        return Ok(Read::Unchanged);
     }
-    serde_saphyr::from_str_with_options::<Value>(text, yaml_options())
-        .map(Some)
-        .map_err(|e| {
-            // The first line says where and what; the rest is a source snippet for terminals.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            let first = first.trim_start_matches("error: ");
-            if first.contains("budget breached") {
-                // Valid YAML, but it expands too far (aliases of aliases, deep nesting).
-                format!("the state file expands beyond what the bridge will read: {first}")
-            } else {
-                format!("invalid YAML: {first}")
-            }
-        })
+    Ok(match read_document(&text)? {
+        Some(value) => Read::Changed(Arc::new(text), value),
+        None => Read::Empty,
+    })
+}
+
+/// State text to a value: a JSON document by JSON's rules, anything else as YAML by the
+/// rules of PyYAML (or of YAML 1.2, if the document says `%YAML 1.2`). `Ok(None)` when it
+/// holds no document yet. The error is one line, for logs and the status API.
+pub(crate) fn read_document(text: &str) -> Result<Option<StateValue>, String> {
+    if let Some(read) = json::read(text) {
+        return read.map(Some).map_err(|e| e.to_string());
+    }
+    yaml::read(text, Schema::Yaml11).map_err(|e| e.to_string())
+}
+
+/// A file that must be JSON (an outbox file named `*.json`), read by JSON's rules.
+pub(crate) fn read_json(text: &str) -> Result<StateValue, String> {
+    match json::read(text) {
+        Some(read) => read.map_err(|e| e.to_string()),
+        None => Err(serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .err()
+            .map_or_else(
+                || "invalid JSON".to_owned(),
+                |e| format!("invalid JSON: {e}"),
+            )),
+    }
+}
+
+/// State text to the JSON clients are sent; `Ok(None)` when it holds no document yet.
+pub fn state_to_json(text: &str) -> Result<Option<String>, String> {
+    read_document(text).map(|doc| doc.map(|value| value.to_json()))
 }
 
 mod rfc3339_opt {
@@ -301,30 +325,43 @@ mod rfc3339_opt {
 mod tests {
     use super::*;
 
+    fn json(text: &str) -> String {
+        state_to_json(text).unwrap().unwrap()
+    }
+
     #[test]
-    fn any_yaml_becomes_json_in_file_order() {
-        let v = parse_yaml("zeta: 1\nalpha: [a, 2, true, null]\nnested: {k: 1.5}\n")
-            .unwrap()
-            .unwrap();
+    fn yaml_and_json_files_become_json_in_file_order() {
         assert_eq!(
-            v.to_string(),
+            json("zeta: 1\nalpha: [a, 2, true, null]\nnested: {k: 1.5}\n"),
             r#"{"zeta":1,"alpha":["a",2,true,null],"nested":{"k":1.5}}"#
         );
+        assert_eq!(json("just a string"), r#""just a string""#);
         assert_eq!(
-            parse_yaml("just a string").unwrap().unwrap(),
-            Value::from("just a string")
+            json("{\"b\": 1e3, \"a\": \"y\"}"),
+            r#"{"b":1000.0,"a":"y"}"#
         );
+        assert_eq!(json("{b: 1e3, a: y}"), r#"{"b":"1e3","a":"y"}"#);
     }
 
     #[test]
     fn empty_means_not_ready_and_errors_name_the_line() {
-        assert_eq!(parse_yaml("  \n").unwrap(), None);
-        let e = parse_yaml("a: 1\nb: [unclosed\nc: 3\n").unwrap_err();
+        assert_eq!(state_to_json("  \n").unwrap(), None);
+        let e = state_to_json("a: 1\nb: [unclosed\nc: 3\n").unwrap_err();
         assert!(e.starts_with("invalid YAML"), "{e}");
-        assert!(e.contains("line 3 column 2"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
         assert!(
             !e.contains('\n'),
             "one line for logs and the status API: {e}"
+        );
+    }
+
+    #[test]
+    fn values_json_cannot_carry_never_refuse_the_file() {
+        assert_eq!(
+            json(
+                "commit: 4e12345\nbig: 18446744073709551616\nf: .inf\nnan: .nan\nday: 2021-02-30\n"
+            ),
+            r#"{"commit":"4e12345","big":18446744073709551616,"f":".inf","nan":".nan","day":"2021-02-30"}"#
         );
     }
 
@@ -339,12 +376,21 @@ mod tests {
             bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
             prev = name;
         }
-        assert!(parse_yaml(&bomb).is_err());
+        let e = state_to_json(&bomb).unwrap_err();
+        assert!(
+            e.starts_with("the state file is beyond the bridge's limits"),
+            "{e}"
+        );
+        // Aliases as people write them still read, each copy in full.
+        let fine = "pos: &p [1, 2]\nfamiliar: {at: *p}\nme: {at: *p}\n";
+        assert_eq!(
+            json(fine),
+            r#"{"pos":[1,2],"familiar":{"at":[1,2]},"me":{"at":[1,2]}}"#
+        );
     }
 
     /// A bomb of work rather than of size: fifteen maps, each merging the one before it
-    /// twice (377 bytes). Under the parser's default cap of 10,000 merge keys it took 1.7 s
-    /// of CPU in a release build (14 s in a debug one) at every write before it was refused.
+    /// twice (377 bytes).
     #[test]
     fn merge_key_bombs_are_refused_by_the_budget() {
         let keys: Vec<String> = (0..10).map(|i| format!("k{i}: {i}")).collect();
@@ -354,33 +400,41 @@ mod tests {
             bomb.push_str(&format!("{name}: &{name} {{<<: [*{prev},*{prev}]}}\n"));
             prev = name;
         }
-        let e = parse_yaml(&bomb).unwrap_err();
-        assert!(e.starts_with("the state file expands beyond"), "{e}");
-        // The cap itself: one merge key more than the bridge allows (the parser alone would
-        // take forty times as many) is refused, however plain the file.
+        let e = state_to_json(&bomb).unwrap_err();
+        assert!(
+            e.starts_with("the state file is beyond the bridge's limits"),
+            "{e}"
+        );
+        // The cap itself: one merge key more than the bridge allows is refused, however
+        // plain the file.
         let mut many = String::from("base: &base {x: 1}\n");
-        for i in 0..=MAX_MERGE_KEYS {
+        for i in 0..=yaml::MAX_MERGE_KEYS {
             many.push_str(&format!("m{i}: {{<<: *base}}\n"));
         }
-        let e = parse_yaml(&many).unwrap_err();
+        let e = state_to_json(&many).unwrap_err();
         assert!(e.contains("merge"), "{e}");
         // A file that merges a few times, as people write them, still reads.
         let fine = "base: &base {x: 1, y: 2}\none: {<<: *base, z: 3}\ntwo: {<<: [*base], x: 9}\n";
-        let v = parse_yaml(fine).unwrap().unwrap();
-        assert_eq!(v["one"], serde_json::json!({"x": 1, "y": 2, "z": 3}));
-        assert_eq!(v["two"]["x"], 9);
+        assert_eq!(
+            json(fine),
+            r#"{"base":{"x":1,"y":2},"one":{"x":1,"y":2,"z":3},"two":{"x":9,"y":2}}"#
+        );
     }
 
     #[test]
     fn the_example_state_file_parses() {
-        let example = include_str!("../tests/fixtures/workshop-state.yaml");
-        let v = parse_yaml(example).unwrap().unwrap();
-        assert_eq!(v["mood"]["primary"], "contemplative");
-        assert_eq!(v["familiar"]["position"][0], 2.1);
+        let example = include_str!("../../tests/fixtures/workshop-state.yaml");
+        let v = read_document(example).unwrap().unwrap();
+        assert_eq!(
+            v.get("mood")
+                .and_then(|m| m.get("primary"))
+                .and_then(StateValue::as_str),
+            Some("contemplative")
+        );
     }
 }
 
-/// Property tests of the YAML reader and the patch differ.
+/// Property tests of the reader and the patch differ.
 #[cfg(test)]
 mod properties {
     use super::*;
@@ -388,55 +442,31 @@ mod properties {
 
     use crate::protocol::properties_support::json_value;
 
-    /// Equal, but for floats within 4 ulps: the YAML reader's float parsing is not always
-    /// correctly rounded at extreme exponents (seen at 1e-288), which no state relies on.
-    fn same(a: &Value, b: &Value) -> bool {
-        match (a, b) {
-            (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-                match (x.as_f64(), y.as_f64()) {
-                    (Some(x), Some(y)) => {
-                        x == y || (x.to_bits() as i64 - y.to_bits() as i64).unsigned_abs() <= 4
-                    }
-                    _ => false,
-                }
-            }
-            (Value::Array(x), Value::Array(y)) => {
-                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
-            }
-            (Value::Object(x), Value::Object(y)) => {
-                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-            }
-            _ => a == b,
-        }
-    }
-
     proptest! {
         // Failures print their minimal input; no regression files at the repository root.
         #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
         fn any_text_is_read_or_refused_without_panicking(text in ".{0,512}") {
-            let _ = parse_yaml(&text);
+            let _ = read_document(&text);
         }
 
         #[test]
-        fn json_documents_read_as_yaml_are_the_same_value(
-            // JSON is YAML, but YAML 1.2 forbids the raw DEL and C1 control characters that
-            // JSON allows unescaped: a YAML file cannot contain them.
-            text in json_value()
-                .prop_map(|v| serde_json::to_string_pretty(&v).unwrap())
-                .prop_filter("YAML-printable", |t| !t.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c) && c != '\u{85}'))
-        ) {
-            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-            if let Some(parsed) = parse_yaml(&text).map_err(TestCaseError::fail)? {
-                prop_assert!(same(&parsed, &value), "{parsed} != {value}");
+        fn json_documents_are_read_as_the_same_json(value in json_value()) {
+            for text in [serde_json::to_string(&value).unwrap(), serde_json::to_string_pretty(&value).unwrap()] {
+                let read = state_to_json(&text).map_err(TestCaseError::fail)?;
+                let back: serde_json::Value = serde_json::from_str(read.as_deref().unwrap_or("null")).unwrap();
+                prop_assert_eq!(&back, &value, "{}", text);
             }
         }
 
+        /// Checked by an independent implementation of RFC 6902 (the json-patch crate).
         #[test]
         fn a_patch_turns_the_old_state_into_the_new(old in json_value(), new in json_value()) {
-            let patch = json_patch::diff(&old, &new);
-            let mut doc = old.clone();
+            let (before, after) = (StateValue::from(old.clone()), StateValue::from(new.clone()));
+            let ops = value::diff(&before, &after);
+            let patch: json_patch::Patch = serde_json::from_str(&serde_json::to_string(&ops).unwrap()).unwrap();
+            let mut doc = old;
             json_patch::patch(&mut doc, &patch).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(doc, new);
         }

@@ -1,0 +1,421 @@
+//! YAML text to a state value, as the agent's writer (PyYAML's `safe_load`) reads it.
+//!
+//! The events come from libyaml (a safe Rust port of the C library PyYAML itself uses);
+//! this module builds the document from them with PyYAML's rules for scalars (see
+//! `scalar.rs`), merge keys and repeated keys, and with budgets, since the file is written
+//! by a program that may be wrong or hostile: nesting depth, merge keys, and how much
+//! aliases may copy.
+
+use std::collections::HashMap;
+
+use libyaml_safer::{EventData, Parser, ScalarStyle};
+
+use super::scalar::{self, Schema};
+use super::value::{Map, StateValue};
+
+/// How deep lists and maps may nest.
+pub(crate) const MAX_DEPTH: usize = 256;
+/// Most merge keys (`<<`) a file may use. Agents' writers never write one, and maps
+/// merging each other twice, fifteen deep, are a few hundred bytes of exponential work.
+pub(crate) const MAX_MERGE_KEYS: usize = 256;
+/// Most values aliases may copy, all aliases together.
+pub(crate) const MAX_ALIAS_VALUES: usize = 1_000_000;
+/// Most bytes of text aliases may copy, all aliases together.
+pub(crate) const MAX_ALIAS_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a file was not read. `Display` is one line, for logs and the status API.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum YamlError {
+    /// Not YAML.
+    #[error("invalid YAML: {0}")]
+    Syntax(String),
+    /// YAML, but it nests or expands beyond the budgets.
+    #[error("the state file is beyond the bridge's limits: {0}")]
+    Budget(String),
+    /// More than one document.
+    #[error(
+        "invalid YAML: the file holds more than one document (a second `---`); the state is one document"
+    )]
+    SeveralDocuments,
+}
+
+/// Reads `text`; `Ok(None)` when it holds no document (blank, or only comments).
+/// `schema` applies unless the document declares `%YAML 1.2`.
+pub(crate) fn read(text: &str, schema: Schema) -> Result<Option<StateValue>, YamlError> {
+    let mut input = text.as_bytes();
+    let mut parser = Parser::new();
+    parser.set_input_string(&mut input);
+    let mut composer = Composer::new(schema);
+    let mut document = None;
+    loop {
+        let event = parser
+            .parse()
+            .map_err(|e| YamlError::Syntax(one_line(&e)))?;
+        match event.data {
+            EventData::StreamEnd => return Ok(document),
+            EventData::DocumentStart {
+                version_directive, ..
+            } => {
+                if document.is_some() {
+                    return Err(YamlError::SeveralDocuments);
+                }
+                composer.schema = match version_directive {
+                    Some(v) if (v.major, v.minor) == (1, 2) => Schema::Yaml12,
+                    _ => schema,
+                };
+            }
+            EventData::DocumentEnd { .. } => document = composer.finished.take(),
+            data => composer
+                .event(data)
+                .map_err(|e| YamlError::Budget(format!("{e} ({})", event.start_mark)))?,
+        }
+    }
+}
+
+/// libyaml's error as one line: what, and where.
+fn one_line(e: &libyaml_safer::Error) -> String {
+    let text = e.to_string();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A collection being built.
+enum Frame {
+    List {
+        items: Vec<StateValue>,
+        anchor: Option<Anchored>,
+    },
+    Map {
+        map: Map,
+        key: Option<Key>,
+        /// What `<<` keys brought in, in PyYAML's order; own keys are laid over them.
+        merged: Option<Map>,
+        anchor: Option<Anchored>,
+    },
+}
+
+/// A key waiting for its value.
+enum Key {
+    Text(Box<str>),
+    /// A plain `<<`.
+    Merge,
+}
+
+/// An anchor on a collection, with what had been built when it opened, so its size is
+/// known when it closes.
+struct Anchored {
+    name: String,
+    start: Size,
+}
+
+/// How much has been built, to charge an alias the size of what it copies.
+#[derive(Clone, Copy, Default)]
+struct Size {
+    values: usize,
+    bytes: usize,
+}
+
+struct Composer {
+    schema: Schema,
+    stack: Vec<Frame>,
+    anchors: HashMap<String, (StateValue, Size)>,
+    built: Size,
+    copied: Size,
+    merges: usize,
+    finished: Option<StateValue>,
+}
+
+impl Composer {
+    fn new(schema: Schema) -> Self {
+        Self {
+            schema,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            built: Size::default(),
+            copied: Size::default(),
+            merges: 0,
+            finished: None,
+        }
+    }
+
+    fn event(&mut self, data: EventData) -> Result<(), String> {
+        match data {
+            EventData::Scalar {
+                anchor,
+                tag,
+                value,
+                style,
+                ..
+            } => {
+                self.built.values += 1;
+                self.built.bytes += value.len();
+                let merge_key = style == ScalarStyle::Plain
+                    && tag.is_none()
+                    && value == "<<"
+                    && matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
+                if merge_key {
+                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                        *key = Some(Key::Merge);
+                    }
+                    return Ok(());
+                }
+                let resolved = tag
+                    .as_deref()
+                    .filter(|&t| t != "!")
+                    .and_then(|t| scalar::tagged(t, &value));
+                let node = match resolved {
+                    Some(node) => node,
+                    None if style == ScalarStyle::Plain && tag.as_deref() != Some("!") => {
+                        scalar::plain(&value, self.schema)
+                    }
+                    None => StateValue::Text(value.into()),
+                };
+                if let Some(name) = anchor {
+                    let size = Size {
+                        values: 1,
+                        bytes: node_bytes(&node),
+                    };
+                    self.anchors.insert(name, (node.clone(), size));
+                }
+                self.add(node)
+            }
+            EventData::Alias { anchor } => {
+                let Some((node, size)) = self.anchors.get(&anchor) else {
+                    return Err(format!("the alias *{anchor} names no anchor before it"));
+                };
+                self.copied.values += size.values;
+                self.copied.bytes += size.bytes;
+                if self.copied.values > MAX_ALIAS_VALUES {
+                    return Err(format!(
+                        "its aliases copy more than {MAX_ALIAS_VALUES} values"
+                    ));
+                }
+                if self.copied.bytes > MAX_ALIAS_BYTES {
+                    return Err(format!(
+                        "its aliases copy more than {} MiB of text",
+                        MAX_ALIAS_BYTES >> 20
+                    ));
+                }
+                let node = node.clone();
+                self.built.values += size.values;
+                self.built.bytes += size.bytes;
+                self.add(node)
+            }
+            EventData::SequenceStart { anchor, .. } => {
+                let anchor = self.anchored(anchor);
+                self.open(Frame::List {
+                    items: Vec::new(),
+                    anchor,
+                })
+            }
+            EventData::MappingStart { anchor, .. } => {
+                let anchor = self.anchored(anchor);
+                self.open(Frame::Map {
+                    map: Map::default(),
+                    key: None,
+                    merged: None,
+                    anchor,
+                })
+            }
+            EventData::SequenceEnd | EventData::MappingEnd => {
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Frame::List { items, anchor }) => (StateValue::List(items), anchor),
+                    Some(Frame::Map {
+                        map,
+                        merged,
+                        anchor,
+                        ..
+                    }) => {
+                        let map = match merged {
+                            // PyYAML's order: merged keys first, own keys laid over them.
+                            Some(mut merged) => {
+                                for (k, v) in map {
+                                    merged.insert(k, v);
+                                }
+                                merged
+                            }
+                            None => map,
+                        };
+                        (StateValue::Map(Box::new(map)), anchor)
+                    }
+                    None => return Err("a collection closes that never opened".to_owned()),
+                };
+                if let Some(Anchored { name, start }) = anchor {
+                    let size = Size {
+                        values: self.built.values - start.values + 1,
+                        bytes: self.built.bytes - start.bytes,
+                    };
+                    self.anchors.insert(name, (node.clone(), size));
+                }
+                self.built.values += 1;
+                self.add(node)
+            }
+            EventData::StreamStart { .. }
+            | EventData::StreamEnd
+            | EventData::DocumentStart { .. }
+            | EventData::DocumentEnd { .. } => Ok(()),
+        }
+    }
+
+    fn anchored(&self, anchor: Option<String>) -> Option<Anchored> {
+        anchor.map(|name| Anchored {
+            name,
+            start: self.built,
+        })
+    }
+
+    fn open(&mut self, frame: Frame) -> Result<(), String> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(format!("it nests deeper than {MAX_DEPTH} levels"));
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    /// Puts a finished node where it belongs: the document, a list, or a map as key or value.
+    fn add(&mut self, node: StateValue) -> Result<(), String> {
+        let Some(frame) = self.stack.last_mut() else {
+            self.finished = Some(node);
+            return Ok(());
+        };
+        match frame {
+            Frame::List { items, .. } => items.push(node),
+            Frame::Map {
+                map, key, merged, ..
+            } => match key.take() {
+                None => *key = Some(Key::Text(scalar::key_text(node))),
+                Some(Key::Text(k)) => {
+                    map.insert(k, node);
+                }
+                Some(Key::Merge) => {
+                    self.merges += 1;
+                    if self.merges > MAX_MERGE_KEYS {
+                        return Err(format!(
+                            "it uses more than {MAX_MERGE_KEYS} merge keys (<<)"
+                        ));
+                    }
+                    match mergeable(node) {
+                        Ok(sources) => {
+                            let merged = merged.get_or_insert_with(Map::default);
+                            for (k, v) in sources {
+                                merged.insert(k, v);
+                            }
+                        }
+                        // Not maps: PyYAML refuses the file; here `<<` is an ordinary key.
+                        Err(node) => {
+                            map.insert("<<".into(), node);
+                        }
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// The members a `<<` value brings in, in PyYAML's order: a map's own, or for a list of
+/// maps, the last map's members first and each earlier map's laid over them (the first
+/// map wins), or the value itself back if it cannot be merged.
+fn mergeable(node: StateValue) -> Result<Map, StateValue> {
+    match node {
+        StateValue::Map(map) => Ok(*map),
+        StateValue::List(items) if items.iter().all(|i| matches!(i, StateValue::Map(_))) => {
+            let mut merged = Map::default();
+            for item in items.into_iter().rev() {
+                if let StateValue::Map(map) = item {
+                    for (k, v) in *map {
+                        merged.insert(k, v);
+                    }
+                }
+            }
+            Ok(merged)
+        }
+        other => Err(other),
+    }
+}
+
+fn node_bytes(node: &StateValue) -> usize {
+    match node {
+        StateValue::Text(t) => t.len(),
+        _ => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read11(text: &str) -> String {
+        read(text, Schema::Yaml11).unwrap().unwrap().to_json()
+    }
+
+    #[test]
+    fn documents_are_read_in_file_order_with_pyyaml_scalars() {
+        assert_eq!(
+            read11("zeta: 1\nalpha: [a, y, 1e3, 0o17, 017, ~]\n'q': \"2\"\n"),
+            r#"{"zeta":1,"alpha":["a","y","1e3","0o17",15,null],"q":"2"}"#
+        );
+        assert_eq!(read11("just a string"), r#""just a string""#);
+        assert_eq!(
+            read11("? [a, b]\n: c\n1: x\n1.5: y\nnull: z\n"),
+            r#"{"[\"a\",\"b\"]":"c","1":"x","1.5":"y","null":"z"}"#
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_place_and_takes_the_last_value() {
+        assert_eq!(read11("a: 1\nb: 2\na: 3\n"), r#"{"a":3,"b":2}"#);
+    }
+
+    #[test]
+    fn merge_keys_follow_pyyaml() {
+        let text = "a: &a {x: 1, y: 1}\nb: &b {y: 2, z: 2}\nc: {w: 0, <<: [*a, *b], x: 9}\n";
+        // Later maps first, earlier ones over them, own keys over all.
+        assert_eq!(
+            read(text, Schema::Yaml11)
+                .unwrap()
+                .unwrap()
+                .get("c")
+                .unwrap()
+                .to_json(),
+            r#"{"y":1,"z":2,"x":9,"w":0}"#
+        );
+        assert_eq!(read11("m: {<<: 3}\n"), r#"{"m":{"<<":3}}"#);
+        assert_eq!(read11("m: {'<<': {x: 1}}\n"), r#"{"m":{"<<":{"x":1}}}"#);
+    }
+
+    #[test]
+    fn a_yaml_12_document_is_read_by_the_core_schema() {
+        assert_eq!(
+            read11("%YAML 1.2\n---\na: 1e3\nb: yes\nc: 0o17\n"),
+            r#"{"a":1000.0,"b":"yes","c":15}"#
+        );
+    }
+
+    #[test]
+    fn blank_and_comment_only_text_holds_no_document() {
+        assert!(read("", Schema::Yaml11).unwrap().is_none());
+        assert!(read("# nothing yet\n", Schema::Yaml11).unwrap().is_none());
+        assert_eq!(read11("---\n"), "null");
+        let e = read("a: 1\n---\nb: 2\n", Schema::Yaml11).unwrap_err();
+        assert!(e.to_string().contains("more than one document"), "{e}");
+    }
+
+    #[test]
+    fn errors_are_one_line_and_say_where() {
+        let e = read("a: 1\nb: [unclosed\nc: 3\n", Schema::Yaml11)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("invalid YAML: "), "{e}");
+        assert!(e.contains("line "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        let e = read(&deep, Schema::Yaml11).unwrap_err().to_string();
+        assert!(e.contains("nests deeper"), "{e}");
+        let fine = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(read(&fine, Schema::Yaml11).is_ok());
+    }
+}
