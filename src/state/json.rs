@@ -105,7 +105,7 @@ impl<'de> Visitor<'de> for Node {
     }
 
     fn visit_string<E>(self, s: String) -> Result<StateValue, E> {
-        Ok(StateValue::Text(s.into_boxed_str()))
+        Ok(StateValue::Text(s))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StateValue, A::Error> {
@@ -128,7 +128,7 @@ impl<'de> Visitor<'de> for Node {
                 depth: inner,
                 exact: self.exact,
             })?;
-            map.insert(key.into_boxed_str(), value);
+            map.insert(key, value);
         }
         Ok(StateValue::Map(Box::new(map)))
     }

@@ -59,7 +59,7 @@ pub(crate) fn tagged(tag: &str, text: &str) -> Option<StateValue> {
 
 /// An object key's text: strings as they are, other scalars as JSON (and Python's
 /// `json.dumps`) write them as keys.
-pub(crate) fn key_text(key: StateValue) -> Box<str> {
+pub(crate) fn key_text(key: StateValue) -> String {
     match key {
         StateValue::Text(text) => text,
         StateValue::Null => "null".into(),

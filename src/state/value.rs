@@ -22,7 +22,7 @@ pub(crate) enum StateValue {
     /// A finite float; what JSON cannot carry (infinities, NaN) is read as text instead.
     Float(f64),
     /// A string.
-    Text(Box<str>),
+    Text(String),
     /// An array.
     List(Vec<StateValue>),
     /// An object, keys in the file's order. Boxed: maps are rarer than scalars, and the
@@ -32,7 +32,7 @@ pub(crate) enum StateValue {
 
 /// An object's members in the file's order; a repeated key keeps its first place and its
 /// last value, as a Python dict does.
-pub(crate) type Map = IndexMap<Box<str>, StateValue>;
+pub(crate) type Map = IndexMap<String, StateValue>;
 
 impl StateValue {
     /// The member `key` of an object.

@@ -95,7 +95,7 @@ enum Frame {
 
 /// A key waiting for its value.
 enum Key {
-    Text(Box<str>),
+    Text(String),
     /// A plain `<<`.
     Merge,
 }
@@ -167,7 +167,7 @@ impl Composer {
                     None if style == ScalarStyle::Plain && tag.as_deref() != Some("!") => {
                         scalar::plain(&value, self.schema)
                     }
-                    None => StateValue::Text(value.into()),
+                    None => StateValue::Text(value),
                 };
                 if let Some(name) = anchor {
                     let size = Size {
