@@ -189,6 +189,19 @@ def render(value, limit=120):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def key_difference(expected, received):
+    """The first place where an object's keys differ from the expected ones."""
+    at = next((i for i, (e, r) in enumerate(zip(expected, received)) if e != r),
+              min(len(expected), len(received)))
+    if at < len(expected) and at < len(received):
+        what = f"key {at + 1} is {render(received[at])}, expected {render(expected[at])}"
+    elif at < len(expected):
+        what = f"key {at + 1}, {render(expected[at])}, is missing"
+    else:
+        what = f"key {at + 1}, {render(received[at])}, is not expected"
+    return f"{what} ({len(received)} keys, expected {len(expected)})"
+
+
 def differences(expected, received, path="$"):
     """Where `received` (parsed by parse_received) differs from `expected` (from to_json)."""
     if isinstance(expected, bool) or expected is None:
@@ -222,8 +235,7 @@ def differences(expected, received, path="$"):
         else:
             keys = [k for k, _ in received]
             if keys != list(expected):
-                return [f"at {path}: expected the keys {render(list(expected))}, "
-                        f"got {render(keys)}"]
+                return [f"at {path}: {key_difference(list(expected), keys)}"]
             found = []
             for k, r in received:
                 found += differences(expected[k], r, f"{path}[{json.dumps(k)}]")
