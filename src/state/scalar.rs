@@ -48,11 +48,9 @@ pub(crate) fn tagged(tag: &str, text: &str) -> Option<StateValue> {
         "bool" => bool_word(text).map_or_else(text_value, StateValue::Bool),
         "int" => int11(text).unwrap_or_else(text_value),
         "float" => float11(text).unwrap_or_else(text_value),
-        "timestamp" => {
-            timestamp(text, false).map_or_else(text_value, |t| StateValue::Text(t.into()))
-        }
+        "timestamp" => timestamp(text, false).map_or_else(text_value, StateValue::Text),
         // Bytes: JSON has none, so the base64 text, without the line breaks of its layout.
-        "binary" => StateValue::Text(text.split_whitespace().collect::<String>().into()),
+        "binary" => StateValue::Text(text.split_whitespace().collect::<String>()),
         _ => return None,
     })
 }
@@ -64,11 +62,11 @@ pub(crate) fn key_text(key: StateValue) -> String {
         StateValue::Text(text) => text,
         StateValue::Null => "null".into(),
         StateValue::Bool(b) => if b { "true" } else { "false" }.into(),
-        StateValue::Int(n) => n.to_string().into(),
+        StateValue::Int(n) => n.to_string(),
         StateValue::BigInt(digits) => digits.get().into(),
-        StateValue::Float(f) => python_repr(f).into(),
+        StateValue::Float(f) => python_repr(f),
         // A mapping or list as a key (PyYAML refuses these): its compact JSON.
-        composite => composite.to_json().into(),
+        composite => composite.to_json(),
     }
 }
 
@@ -92,9 +90,7 @@ fn plain_yaml11(text: &str) -> StateValue {
                 Some(int11(text).unwrap_or_else(|| StateValue::Text(text.into())))
             } else if is_timestamp11(text) {
                 Some(StateValue::Text(
-                    timestamp(text, true)
-                        .unwrap_or_else(|| text.to_owned())
-                        .into(),
+                    timestamp(text, true).unwrap_or_else(|| text.to_owned()),
                 ))
             } else {
                 None

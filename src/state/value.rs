@@ -222,12 +222,10 @@ impl From<serde_json::Value> for StateValue {
                 }
                 None => StateValue::Float(n.as_f64().unwrap_or_default()),
             },
-            Value::String(s) => StateValue::Text(s.into()),
+            Value::String(s) => StateValue::Text(s),
             Value::Array(items) => StateValue::List(items.into_iter().map(Self::from).collect()),
             Value::Object(map) => StateValue::Map(Box::new(
-                map.into_iter()
-                    .map(|(k, v)| (k.into(), Self::from(v)))
-                    .collect(),
+                map.into_iter().map(|(k, v)| (k, Self::from(v))).collect(),
             )),
         }
     }
