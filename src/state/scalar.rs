@@ -496,15 +496,24 @@ fn python_repr(f: f64) -> String {
     if !f.is_finite() {
         return f.to_string();
     }
-    // `{:e}` gives the shortest round-trip digits: `-1.2345e-7`.
-    let shortest = format!("{f:e}");
-    let (mantissa, exponent) = shortest.split_once('e').unwrap_or((&shortest, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
+    // The shortest digits that read back as `f`, and of those the closest: serde_json's
+    // (Ryū's) choice, and Python's. (`{:e}` gives shortest digits, not always the closest.)
+    let shortest = StateValue::Float(f).to_json();
+    let (mantissa, exponent) = shortest.split_once(['e', 'E']).unwrap_or((&shortest, "0"));
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
         Some(m) => ("-", m),
         None => ("", mantissa),
     };
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{whole}{fraction}");
+    let Some(lead) = all.find(|c| c != '0') else {
+        return format!("{sign}0.0");
+    };
+    let digits = all[lead..].trim_end_matches('0');
+    let exponent = exponent.trim_start_matches('+').parse::<i32>().unwrap_or(0)
+        + whole.len() as i32
+        - 1
+        - lead as i32;
     if (-4..16).contains(&exponent) {
         let point = exponent + 1;
         if point <= 0 {
@@ -828,6 +837,13 @@ mod tests {
             "123456789012345.6"
         );
         assert_eq!(&*key_text(StateValue::Float(5e-324)), "5e-324");
+        assert_eq!(
+            &*key_text(StateValue::Float(-2217514148396668.2)),
+            "-2217514148396668.2"
+        );
+        assert_eq!(&*key_text(StateValue::Float(-0.0)), "-0.0");
+        assert_eq!(&*key_text(StateValue::Float(100.0)), "100.0");
+        assert_eq!(&*key_text(StateValue::Float(1.5e-7)), "1.5e-07");
         assert_eq!(&*key_text(StateValue::Bool(true)), "true");
         assert_eq!(&*key_text(StateValue::Null), "null");
     }
