@@ -29,30 +29,34 @@ pub(crate) enum Schema {
 pub(crate) const MAX_INT_DIGITS: usize = 4300;
 
 /// A plain (unquoted, untagged) scalar.
-pub(crate) fn plain(text: &str, schema: Schema) -> StateValue {
-    match schema {
-        Schema::Yaml11 => plain_yaml11(text),
-        Schema::Yaml12 => plain_yaml12(text),
-        Schema::Json => plain_json(text),
-    }
+pub(crate) fn plain(text: String, schema: Schema) -> StateValue {
+    let resolved = match schema {
+        Schema::Yaml11 => plain_yaml11(&text),
+        Schema::Yaml12 => plain_yaml12(&text),
+        Schema::Json => plain_json(&text),
+    };
+    // Most scalars are strings: they keep the parser's own allocation.
+    resolved.unwrap_or(StateValue::Text(text))
 }
 
 /// A scalar with an explicit tag of the YAML 1.1 tag repository (`!!int`, …); `None` for
 /// any other tag, which is then ignored.
-pub(crate) fn tagged(tag: &str, text: &str) -> Option<StateValue> {
-    let kind = tag.strip_prefix("tag:yaml.org,2002:")?;
-    let text_value = || StateValue::Text(text.into());
-    Some(match kind {
-        "str" => text_value(),
-        "null" => StateValue::Null,
-        "bool" => bool_word(text).map_or_else(text_value, StateValue::Bool),
-        "int" => int11(text).unwrap_or_else(text_value),
-        "float" => float11(text).unwrap_or_else(text_value),
-        "timestamp" => timestamp(text, false).map_or_else(text_value, StateValue::Text),
+pub(crate) fn tagged(tag: &str, text: String) -> Result<StateValue, String> {
+    let Some(kind) = tag.strip_prefix("tag:yaml.org,2002:") else {
+        return Err(text);
+    };
+    let constructed = match kind {
+        "str" => None,
+        "null" => Some(StateValue::Null),
+        "bool" => bool_word(&text).map(StateValue::Bool),
+        "int" => int11(&text),
+        "float" => float11(&text),
+        "timestamp" => timestamp(&text, false).map(StateValue::Text),
         // Bytes: JSON has none, so the base64 text, without the line breaks of its layout.
-        "binary" => StateValue::Text(text.split_whitespace().collect::<String>()),
-        _ => return None,
-    })
+        "binary" => Some(StateValue::Text(text.split_whitespace().collect())),
+        _ => return Err(text),
+    };
+    Ok(constructed.unwrap_or(StateValue::Text(text)))
 }
 
 /// An object key's text: strings as they are, other scalars as JSON (and Python's
@@ -72,9 +76,10 @@ pub(crate) fn key_text(key: StateValue) -> String {
 
 // ---- YAML 1.1, as PyYAML resolves and constructs -------------------------------------------
 
-fn plain_yaml11(text: &str) -> StateValue {
+/// `None` where the scalar is its text.
+fn plain_yaml11(text: &str) -> Option<StateValue> {
     let Some(&first) = text.as_bytes().first() else {
-        return StateValue::Null;
+        return Some(StateValue::Null);
     };
     // PyYAML picks the candidate patterns by the first character, in the order it
     // registers them: bool, float, int, merge, null, timestamp, value.
@@ -85,13 +90,11 @@ fn plain_yaml11(text: &str) -> StateValue {
         b'~' => (text == "~").then_some(StateValue::Null),
         b'-' | b'+' | b'0'..=b'9' | b'.' => {
             if is_float11(text) {
-                Some(float11(text).unwrap_or_else(|| StateValue::Text(text.into())))
+                float11(text)
             } else if is_int11(text) {
-                Some(int11(text).unwrap_or_else(|| StateValue::Text(text.into())))
+                int11(text)
             } else if is_timestamp11(text) {
-                Some(StateValue::Text(
-                    timestamp(text, true).unwrap_or_else(|| text.to_owned()),
-                ))
+                timestamp(text, true).map(StateValue::Text)
             } else {
                 None
             }
@@ -100,7 +103,7 @@ fn plain_yaml11(text: &str) -> StateValue {
     };
     // `<<` and `=` resolve to the merge and value tags, which have no constructor of their
     // own: as values they are their text (a `<<` key is handled by the composer).
-    resolved.unwrap_or_else(|| StateValue::Text(text.into()))
+    resolved
 }
 
 fn bool_word(text: &str) -> Option<bool> {
@@ -291,7 +294,7 @@ fn int11(text: &str) -> Option<StateValue> {
             number.mul_add(60, part.parse().ok()?)?;
         }
     } else {
-        return Some(decimal_int(&cleaned));
+        return decimal_int(&cleaned);
     }
     number.into_value(negative)
 }
@@ -541,13 +544,13 @@ fn python_repr(f: f64) -> String {
 
 // ---- YAML 1.2 core schema and JSON ---------------------------------------------------------
 
-fn plain_yaml12(text: &str) -> StateValue {
+fn plain_yaml12(text: &str) -> Option<StateValue> {
     match text {
-        "" | "~" | "null" | "Null" | "NULL" => return StateValue::Null,
-        "true" | "True" | "TRUE" => return StateValue::Bool(true),
-        "false" | "False" | "FALSE" => return StateValue::Bool(false),
+        "" | "~" | "null" | "Null" | "NULL" => return Some(StateValue::Null),
+        "true" | "True" | "TRUE" => return Some(StateValue::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(StateValue::Bool(false)),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
-        | ".nan" | ".NaN" | ".NAN" => return StateValue::Text(text.into()),
+        | ".nan" | ".NaN" | ".NAN" => return None,
         _ => {}
     }
     let mut scan = Scan::new(text);
@@ -561,10 +564,9 @@ fn plain_yaml12(text: &str) -> StateValue {
             let mut number = BigUint::default();
             return number
                 .push_digits(digits, radix)
-                .and_then(|()| number.into_value(false))
-                .unwrap_or_else(|| StateValue::Text(text.into()));
+                .and_then(|()| number.into_value(false));
         }
-        return StateValue::Text(text.into());
+        return None;
     }
     // `[-+]?[0-9]+` and `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`.
     scan.sign();
@@ -589,24 +591,24 @@ fn plain_yaml12(text: &str) -> StateValue {
     if mantissa && exponent && scan.done() {
         return finite_float(text);
     }
-    StateValue::Text(text.into())
+    None
 }
 
 /// A plain scalar of a JSON document: `null`, `true`, `false` or a number (the document was
 /// checked to be JSON before it got here).
-fn plain_json(text: &str) -> StateValue {
+fn plain_json(text: &str) -> Option<StateValue> {
     match text {
-        "null" => StateValue::Null,
-        "true" => StateValue::Bool(true),
-        "false" => StateValue::Bool(false),
+        "null" => Some(StateValue::Null),
+        "true" => Some(StateValue::Bool(true)),
+        "false" => Some(StateValue::Bool(false)),
         _ if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => decimal_int(text),
         _ => finite_float(text),
     }
 }
 
-fn decimal_int(text: &str) -> StateValue {
+fn decimal_int(text: &str) -> Option<StateValue> {
     if let Ok(n) = text.parse::<i64>() {
-        return StateValue::Int(n);
+        return Some(StateValue::Int(n));
     }
     let (negative, digits) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
@@ -617,14 +619,13 @@ fn decimal_int(text: &str) -> StateValue {
     number
         .push_digits(digits, 10)
         .and_then(|()| number.into_value(negative))
-        .unwrap_or_else(|| StateValue::Text(text.into()))
 }
 
-fn finite_float(text: &str) -> StateValue {
-    match text.parse::<f64>() {
-        Ok(f) if f.is_finite() => StateValue::Float(f),
-        _ => StateValue::Text(text.into()),
-    }
+fn finite_float(text: &str) -> Option<StateValue> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(StateValue::Float)
 }
 
 // ---- integers of any size --------------------------------------------------------------------
@@ -721,7 +722,11 @@ mod tests {
             "2001-1-2",
             "2001-12-14x",
         ] {
-            assert_eq!(plain(s, Schema::Yaml11), StateValue::Text(s.into()), "{s}");
+            assert_eq!(
+                plain(s.into(), Schema::Yaml11),
+                StateValue::Text(s.into()),
+                "{s}"
+            );
         }
     }
 
@@ -769,7 +774,7 @@ mod tests {
             ("0x_", "\"0x_\""),
         ];
         for (text, want) in cases {
-            assert_eq!(json(plain(text, Schema::Yaml11)), want, "{text}");
+            assert_eq!(json(plain(text.into(), Schema::Yaml11)), want, "{text}");
         }
     }
 
@@ -785,11 +790,11 @@ mod tests {
             ("1e400", "\"1e400\""),
             (".inf", "\".inf\""),
         ] {
-            assert_eq!(json(plain(text, Schema::Yaml12)), want, "{text}");
+            assert_eq!(json(plain(text.into(), Schema::Yaml12)), want, "{text}");
         }
-        assert_eq!(json(plain("1e3", Schema::Json)), "1000.0");
+        assert_eq!(json(plain("1e3".into(), Schema::Json)), "1000.0");
         assert_eq!(
-            json(plain("-18446744073709551617", Schema::Json)),
+            json(plain("-18446744073709551617".into(), Schema::Json)),
             "-18446744073709551617"
         );
     }
@@ -797,7 +802,7 @@ mod tests {
     #[test]
     fn explicit_tags_are_constructed_or_carried_as_text() {
         let t = |tag: &str, text: &str| {
-            json(tagged(&format!("tag:yaml.org,2002:{tag}"), text).unwrap())
+            json(tagged(&format!("tag:yaml.org,2002:{tag}"), text.into()).unwrap())
         };
         assert_eq!(t("str", "123"), "\"123\"");
         assert_eq!(t("int", "12"), "12");
@@ -806,23 +811,20 @@ mod tests {
         assert_eq!(t("bool", "maybe"), "\"maybe\"");
         assert_eq!(t("timestamp", "2001-1-2"), "\"2001-01-02\"");
         assert_eq!(t("binary", "aGVs\n bG8="), "\"aGVsbG8=\"");
-        assert!(tagged("!local", "x").is_none());
+        assert!(tagged("!local", "x".into()).is_err());
     }
 
     #[test]
     fn integers_past_pythons_digit_limit_are_text() {
         let long = "9".repeat(MAX_INT_DIGITS);
-        assert!(matches!(
-            plain(&long, Schema::Yaml11),
-            StateValue::BigInt(_)
-        ));
+        assert!(matches!(plain(long, Schema::Yaml11), StateValue::BigInt(_)));
         let longer = "9".repeat(MAX_INT_DIGITS + 1);
         assert_eq!(
-            plain(&longer, Schema::Yaml11),
+            plain(longer.clone(), Schema::Yaml11),
             StateValue::Text(longer.as_str().into())
         );
         let hex = format!("0x{}", "f".repeat(4000));
-        assert!(matches!(plain(&hex, Schema::Yaml11), StateValue::Text(_)));
+        assert!(matches!(plain(hex, Schema::Yaml11), StateValue::Text(_)));
     }
 
     #[test]

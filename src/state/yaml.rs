@@ -158,16 +158,15 @@ impl Composer {
                     }
                     return Ok(());
                 }
-                let resolved = tag
-                    .as_deref()
-                    .filter(|&t| t != "!")
-                    .and_then(|t| scalar::tagged(t, &value));
-                let node = match resolved {
-                    Some(node) => node,
-                    None if style == ScalarStyle::Plain && tag.as_deref() != Some("!") => {
-                        scalar::plain(&value, self.schema)
-                    }
-                    None => StateValue::Text(value),
+                // `!` makes a scalar a string; a tag of YAML's repository is constructed;
+                // any other tag is ignored, the scalar read as if it had none.
+                let node = match tag.as_deref() {
+                    Some("!") => StateValue::Text(value),
+                    Some(tag) => match scalar::tagged(tag, value) {
+                        Ok(node) => node,
+                        Err(value) => self.untagged(value, style),
+                    },
+                    None => self.untagged(value, style),
                 };
                 if let Some(name) = anchor {
                     let size = Size {
@@ -253,6 +252,14 @@ impl Composer {
             | EventData::StreamEnd
             | EventData::DocumentStart { .. }
             | EventData::DocumentEnd { .. } => Ok(()),
+        }
+    }
+
+    fn untagged(&self, value: String, style: ScalarStyle) -> StateValue {
+        if style == ScalarStyle::Plain {
+            scalar::plain(value, self.schema)
+        } else {
+            StateValue::Text(value)
         }
     }
 
