@@ -187,15 +187,15 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StateValue, A::Error> {
         let inner = self.deeper::<A::Error>()?;
-        let mut map = Map::default();
+        let mut pairs = Vec::new();
         while let Some(key) = access.next_key::<String>()? {
             let value = access.next_value_seed(Node {
                 depth: inner,
                 ..self
             })?;
-            map.insert(key, value);
+            pairs.push((key, value));
         }
-        Ok(StateValue::Map(Box::new(map)))
+        Ok(StateValue::Map(Box::new(Map::from_pairs(pairs))))
     }
 }
 

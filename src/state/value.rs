@@ -4,7 +4,8 @@
 //! agent's Python writes them) and an equality that sees key order and the sign of zero, so
 //! a file that changes only in those is still sent again.
 
-use indexmap::IndexMap;
+use std::collections::HashMap;
+
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::value::RawValue;
 
@@ -30,9 +31,80 @@ pub(crate) enum StateValue {
     Map(Box<Map>),
 }
 
-/// An object's members in the file's order; a repeated key keeps its first place and its
-/// last value, as a Python dict does.
-pub(crate) type Map = IndexMap<String, StateValue>;
+/// An object's members in the file's order, each key once.
+///
+/// A list, not a hash map: most of a state's objects have a handful of keys, for which a
+/// scan beats hashing, and the few large ones are indexed only where a lookup needs it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Map(Vec<(String, StateValue)>);
+
+/// Above this many members, lookups build an index instead of scanning.
+const SCAN_LIMIT: usize = 16;
+
+impl Map {
+    /// Members in order; a repeated key keeps its first place and takes its last value, as
+    /// assigning them one by one to a Python dict does.
+    pub(crate) fn from_pairs(mut pairs: Vec<(String, StateValue)>) -> Self {
+        // Where each member's key first appears.
+        let first: Vec<usize> = if pairs.len() <= SCAN_LIMIT {
+            (0..pairs.len())
+                .map(|i| (0..=i).find(|&j| pairs[j].0 == pairs[i].0).unwrap_or(i))
+                .collect()
+        } else {
+            let mut seen = HashMap::with_capacity(pairs.len());
+            (0..pairs.len())
+                .map(|i| *seen.entry(pairs[i].0.as_str()).or_insert(i))
+                .collect()
+        };
+        if first.iter().enumerate().all(|(i, &f)| i == f) {
+            return Map(pairs);
+        }
+        let mut slots: Vec<Option<(String, StateValue)>> = Vec::with_capacity(pairs.len());
+        slots.resize_with(pairs.len(), || None);
+        for (pair, at) in pairs.drain(..).zip(first) {
+            slots[at] = Some(pair);
+        }
+        Map(slots.into_iter().flatten().collect())
+    }
+
+    /// The value of `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&StateValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The members, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &StateValue)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The members, taken out in order.
+    pub(crate) fn into_pairs(self) -> Vec<(String, StateValue)> {
+        self.0
+    }
+
+    /// A lookup by key: a scan for a small map, an index for a large one.
+    fn lookup(&self) -> Lookup<'_> {
+        if self.0.len() <= SCAN_LIMIT {
+            Lookup::Scan(self)
+        } else {
+            Lookup::Index(self.0.iter().map(|(k, v)| (k.as_str(), v)).collect())
+        }
+    }
+}
+
+enum Lookup<'a> {
+    Scan(&'a Map),
+    Index(HashMap<&'a str, &'a StateValue>),
+}
+
+impl<'a> Lookup<'a> {
+    fn get(&self, key: &str) -> Option<&'a StateValue> {
+        match self {
+            Lookup::Scan(map) => map.0.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            Lookup::Index(index) => index.get(key).copied(),
+        }
+    }
+}
 
 impl StateValue {
     /// The member `key` of an object.
@@ -81,7 +153,7 @@ impl PartialEq for StateValue {
             (Float(a), Float(b)) => a.to_bits() == b.to_bits(),
             (Text(a), Text(b)) => a == b,
             (List(a), List(b)) => a == b,
-            (Map(a), Map(b)) => a.len() == b.len() && a.iter().eq(b.iter()),
+            (Map(a), Map(b)) => a == b,
             _ => false,
         }
     }
@@ -145,11 +217,13 @@ fn diff_into<'a>(
     let depth = path.len();
     match (old, new) {
         (StateValue::Map(old), StateValue::Map(new)) => {
-            for key in old.keys().filter(|key| !new.contains_key(*key)) {
+            let kept = new.lookup();
+            for (key, _) in old.iter().filter(|(key, _)| kept.get(key).is_none()) {
                 push_key(path, key);
                 ops.push(operation("remove", path, None));
                 path.truncate(depth);
             }
+            let old = old.lookup();
             for (key, value) in new.iter() {
                 push_key(path, key);
                 match old.get(key) {
@@ -224,9 +298,9 @@ impl From<serde_json::Value> for StateValue {
             },
             Value::String(s) => StateValue::Text(s),
             Value::Array(items) => StateValue::List(items.into_iter().map(Self::from).collect()),
-            Value::Object(map) => StateValue::Map(Box::new(
+            Value::Object(map) => StateValue::Map(Box::new(Map::from_pairs(
                 map.into_iter().map(|(k, v)| (k, Self::from(v))).collect(),
-            )),
+            ))),
         }
     }
 }
@@ -260,6 +334,23 @@ mod tests {
         assert_ne!(ab, ba);
         assert_ne!(StateValue::Float(0.0), StateValue::Float(-0.0));
         assert_ne!(StateValue::Int(1), StateValue::Float(1.0));
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_first_place_and_the_last_value() {
+        for n in [3, 40] {
+            let mut pairs: Vec<(String, StateValue)> = (0..n)
+                .map(|i| (format!("k{i}"), StateValue::Int(i)))
+                .collect();
+            pairs.push(("k1".into(), StateValue::Int(-1)));
+            pairs.push(("k0".into(), StateValue::Int(-2)));
+            let map = Map::from_pairs(pairs);
+            let keys: Vec<&String> = map.iter().map(|(k, _)| k).collect();
+            assert_eq!(keys.len(), n as usize);
+            assert_eq!((keys[0].as_str(), keys[1].as_str()), ("k0", "k1"));
+            assert_eq!(map.get("k0"), Some(&StateValue::Int(-2)));
+            assert_eq!(map.get("k1"), Some(&StateValue::Int(-1)));
+        }
     }
 
     #[test]

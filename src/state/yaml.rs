@@ -85,10 +85,10 @@ enum Frame {
         anchor: Option<Anchored>,
     },
     Map {
-        map: Map,
+        pairs: Vec<(String, StateValue)>,
         key: Option<Key>,
         /// What `<<` keys brought in, in PyYAML's order; own keys are laid over them.
-        merged: Option<Map>,
+        merged: Vec<(String, StateValue)>,
         anchor: Option<Anchored>,
     },
 }
@@ -209,9 +209,9 @@ impl Composer {
             EventData::MappingStart { anchor, .. } => {
                 let anchor = self.anchored(anchor);
                 self.open(Frame::Map {
-                    map: Map::default(),
+                    pairs: Vec::new(),
                     key: None,
-                    merged: None,
+                    merged: Vec::new(),
                     anchor,
                 })
             }
@@ -219,22 +219,19 @@ impl Composer {
                 let (node, anchor) = match self.stack.pop() {
                     Some(Frame::List { items, anchor }) => (StateValue::List(items), anchor),
                     Some(Frame::Map {
-                        map,
-                        merged,
+                        pairs,
+                        mut merged,
                         anchor,
                         ..
                     }) => {
-                        let map = match merged {
-                            // PyYAML's order: merged keys first, own keys laid over them.
-                            Some(mut merged) => {
-                                for (k, v) in map {
-                                    merged.insert(k, v);
-                                }
-                                merged
-                            }
-                            None => map,
+                        // PyYAML's order: merged keys first, own keys laid over them.
+                        let pairs = if merged.is_empty() {
+                            pairs
+                        } else {
+                            merged.extend(pairs);
+                            merged
                         };
-                        (StateValue::Map(Box::new(map)), anchor)
+                        (StateValue::Map(Box::new(Map::from_pairs(pairs))), anchor)
                     }
                     None => return Err("a collection closes that never opened".to_owned()),
                 };
@@ -287,12 +284,10 @@ impl Composer {
         match frame {
             Frame::List { items, .. } => items.push(node),
             Frame::Map {
-                map, key, merged, ..
+                pairs, key, merged, ..
             } => match key.take() {
                 None => *key = Some(Key::Text(scalar::key_text(node))),
-                Some(Key::Text(k)) => {
-                    map.insert(k, node);
-                }
+                Some(Key::Text(k)) => pairs.push((k, node)),
                 Some(Key::Merge) => {
                     self.merges += 1;
                     if self.merges > MAX_MERGE_KEYS {
@@ -301,16 +296,9 @@ impl Composer {
                         ));
                     }
                     match mergeable(node) {
-                        Ok(sources) => {
-                            let merged = merged.get_or_insert_with(Map::default);
-                            for (k, v) in sources {
-                                merged.insert(k, v);
-                            }
-                        }
+                        Ok(sources) => merged.extend(sources),
                         // Not maps: PyYAML refuses the file; here `<<` is an ordinary key.
-                        Err(node) => {
-                            map.insert("<<".into(), node);
-                        }
+                        Err(node) => pairs.push(("<<".into(), node)),
                     }
                 }
             },
@@ -320,21 +308,20 @@ impl Composer {
 }
 
 /// The members a `<<` value brings in, in PyYAML's order: a map's own, or for a list of
-/// maps, the last map's members first and each earlier map's laid over them (the first
-/// map wins), or the value itself back if it cannot be merged.
-fn mergeable(node: StateValue) -> Result<Map, StateValue> {
+/// maps, the last map's members first and each earlier map's after them (so, laid over
+/// them, the first map wins); or the value itself back if it cannot be merged.
+fn mergeable(node: StateValue) -> Result<Vec<(String, StateValue)>, StateValue> {
     match node {
-        StateValue::Map(map) => Ok(*map),
+        StateValue::Map(map) => Ok(map.into_pairs()),
         StateValue::List(items) if items.iter().all(|i| matches!(i, StateValue::Map(_))) => {
-            let mut merged = Map::default();
-            for item in items.into_iter().rev() {
-                if let StateValue::Map(map) = item {
-                    for (k, v) in *map {
-                        merged.insert(k, v);
-                    }
-                }
-            }
-            Ok(merged)
+            Ok(items
+                .into_iter()
+                .rev()
+                .flat_map(|item| match item {
+                    StateValue::Map(map) => map.into_pairs(),
+                    _ => Vec::new(),
+                })
+                .collect())
         }
         other => Err(other),
     }
