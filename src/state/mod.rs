@@ -61,9 +61,9 @@ pub struct StateHealth {
 pub(crate) struct StateFile {
     path: PathBuf,
     max_bytes: u64,
-    current: Option<StateValue>,
-    /// The text `current` was read from: a write of the same bytes is not read again.
-    text: Arc<String>,
+    /// What was read last: a write of the same bytes is not read again, and the next state's
+    /// patch is made from its value.
+    current: Option<Arc<Current>>,
     seq: u64,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
     health: Arc<Mutex<StateHealth>>,
@@ -90,7 +90,6 @@ impl StateFile {
             path,
             max_bytes,
             current: None,
-            text: Arc::default(),
             seq: 0,
             tx: watch::channel(None).0,
             health: Arc::new(Mutex::new(health)),
@@ -109,26 +108,38 @@ impl StateFile {
     }
 
     /// Re-reads the file and publishes a snapshot if its content changed.
+    ///
+    /// Reading, comparing and serializing all happen on a blocking thread: for a large
+    /// state they are milliseconds of work that would otherwise hold up the clients' tasks.
     pub(crate) async fn reload(&mut self) {
         // Before reading, so a change to the target made in between wakes us.
         self.follow_link();
         let path = self.path.clone();
         let max = self.max_bytes;
-        let last = Arc::clone(&self.text);
-        let read = tokio::task::spawn_blocking(move || read_state_file(&path, max, &last))
-            .await
-            .unwrap_or_else(|e| Err(format!("the reader failed: {e}")));
+        let last = self.current.clone();
+        let seq = self.seq + 1;
+        let read =
+            tokio::task::spawn_blocking(move || next_snapshot(&path, max, last.as_deref(), seq))
+                .await
+                .unwrap_or_else(|e| Err(format!("the reader failed: {e}")));
         match read {
             Ok(Read::Unchanged) => self.set_health(None),
             Ok(Read::Empty) => {
                 tracing::debug!(path = %self.path.display(), "state file is empty; waiting for content");
             }
-            Ok(Read::Changed(text, value)) => {
+            Ok(Read::SameValue(current)) => {
                 self.set_health(None);
-                self.text = text;
-                if self.current.as_ref() != Some(&value) {
-                    self.publish(value);
+                self.replace_current(current);
+            }
+            Ok(Read::Changed(current, snapshot)) => {
+                self.set_health(None);
+                self.replace_current(current);
+                self.seq = seq;
+                tracing::info!(seq, bytes = snapshot.full.len(), "state changed");
+                if let Ok(mut h) = self.health.lock() {
+                    h.seq = seq;
                 }
+                self.tx.send_replace(Some(Arc::new(snapshot)));
             }
             Err(message) => {
                 tracing::warn!(path = %self.path.display(), error = %message, "keeping the last state");
@@ -137,21 +148,11 @@ impl StateFile {
         }
     }
 
-    fn publish(&mut self, value: StateValue) {
-        self.seq += 1;
-        let seq = self.seq;
-        let full = ServerMessage::State { seq, data: &value }.to_text();
-        let patch = self.current.as_ref().map(|old| {
-            let patch = value::diff(old, &value);
-            ServerMessage::StatePatch { seq, patch: &patch }.to_text()
-        });
-        tracing::info!(seq, bytes = full.len(), "state changed");
-        self.current = Some(value);
-        if let Ok(mut h) = self.health.lock() {
-            h.seq = seq;
+    /// Keeps what was read; the previous value, a large tree, is freed off the runtime.
+    fn replace_current(&mut self, current: Current) {
+        if let Some(old) = self.current.replace(Arc::new(current)) {
+            drop(tokio::task::spawn_blocking(move || drop(old)));
         }
-        self.tx
-            .send_replace(Some(Arc::new(Snapshot { seq, full, patch })));
     }
 
     fn set_health(&self, error: Option<String>) {
@@ -238,21 +239,35 @@ fn link_target(path: &Path) -> Option<PathBuf> {
     None
 }
 
+/// A state file's text and the value read from it.
+struct Current {
+    text: String,
+    value: StateValue,
+}
+
 /// What a read of the state file found.
 enum Read {
     /// The same bytes as last time.
     Unchanged,
     /// No document (empty, most likely caught mid-write, or only comments).
     Empty,
-    /// New text, and the value read from it.
-    Changed(Arc<String>, StateValue),
+    /// New text, but the same value (a comment or the layout changed).
+    SameValue(Current),
+    /// A new value, and the snapshot that sends it.
+    Changed(Current, Snapshot),
 }
 
-/// Reads the file and, if its text is not `last`, what it holds.
+/// Reads the file and, if its value is not `last`'s, makes snapshot `seq` of it: the
+/// whole state, and the patch from `last`.
 ///
 /// Opened once and checked on the open handle, so a named pipe renamed over the file cannot
 /// stall the reader; a symlink at the path is followed (it may lead to the agent's project).
-fn read_state_file(path: &Path, max_bytes: u64, last: &str) -> Result<Read, String> {
+fn next_snapshot(
+    path: &Path,
+    max_bytes: u64,
+    last: Option<&Current>,
+    seq: u64,
+) -> Result<Read, String> {
     let text =
         safe_open::read_to_string(path, Links::Follow, max_bytes).map_err(
             |refusal| match refusal {
@@ -268,13 +283,24 @@ fn read_state_file(path: &Path, max_bytes: u64, last: &str) -> Result<Read, Stri
                 Refusal::Read(e) => format!("cannot read the state file: {e}"),
             },
         )?;
-    if text == last {
+    if last.is_some_and(|last| last.text == text) {
         return Ok(Read::Unchanged);
     }
-    Ok(match read_document(&text)? {
-        Some(value) => Read::Changed(Arc::new(text), value),
-        None => Read::Empty,
-    })
+    let Some(value) = read_document(&text)? else {
+        return Ok(Read::Empty);
+    };
+    if last.is_some_and(|last| last.value == value) {
+        return Ok(Read::SameValue(Current { text, value }));
+    }
+    let full = ServerMessage::State { seq, data: &value }.to_text();
+    let patch = last.map(|last| {
+        let patch = value::diff(&last.value, &value);
+        ServerMessage::StatePatch { seq, patch: &patch }.to_text()
+    });
+    Ok(Read::Changed(
+        Current { text, value },
+        Snapshot { seq, full, patch },
+    ))
 }
 
 /// State text to a value: a JSON document by JSON's rules, anything else as YAML by the
