@@ -42,13 +42,32 @@ pub(crate) enum YamlError {
 /// Reads `text`; `Ok(None)` when it holds no document (blank, or only comments).
 /// `schema` applies unless the document declares `%YAML 1.2`.
 pub(crate) fn read(text: &str, schema: Schema) -> Result<Option<StateValue>, YamlError> {
+    // libyaml-safer 0.3 can panic at an end of input inside a block scalar with no line
+    // break after it, so the parser is always given one (PyYAML ends every file with one);
+    // `parse` takes it back out of a block scalar that ends the file.
+    let owned;
+    let (text, added_break) = if text.ends_with(['\n', '\r']) {
+        (text, false)
+    } else {
+        owned = format!("{text}\n");
+        (owned.as_str(), true)
+    };
+    // Any other panic in the parser refuses this file instead of ending the reader.
+    std::panic::catch_unwind(|| parse(text, added_break, schema)).unwrap_or_else(|_| {
+        Err(YamlError::Syntax(
+            "the YAML parser failed on this file".to_owned(),
+        ))
+    })
+}
+
+fn parse(text: &str, added_break: bool, schema: Schema) -> Result<Option<StateValue>, YamlError> {
     let mut input = text.as_bytes();
     let mut parser = Parser::new();
     parser.set_input_string(&mut input);
     let mut composer = Composer::new(schema);
     let mut document = None;
     loop {
-        let event = parser
+        let mut event = parser
             .parse()
             .map_err(|e| YamlError::Syntax(one_line(&e)))?;
         match event.data {
@@ -65,6 +84,20 @@ pub(crate) fn read(text: &str, schema: Schema) -> Result<Option<StateValue>, Yam
                 };
             }
             EventData::DocumentEnd { .. } => document = composer.finished.take(),
+            EventData::Scalar {
+                ref mut value,
+                style: ScalarStyle::Literal | ScalarStyle::Folded,
+                ..
+            } if added_break && event.end_mark.index >= text.len() as u64 => {
+                // A block scalar that ends the file keeps (`|`, `|+`) the line break only
+                // because it was added: without it, as the file was written, it has none.
+                if value.ends_with('\n') {
+                    value.pop();
+                }
+                composer
+                    .event(event.data)
+                    .map_err(|e| YamlError::Budget(format!("{e} ({})", event.start_mark)))?;
+            }
             data => composer
                 .event(data)
                 .map_err(|e| YamlError::Budget(format!("{e} ({})", event.start_mark)))?,
@@ -402,6 +435,22 @@ mod tests {
         assert!(e.starts_with("invalid YAML: "), "{e}");
         assert!(e.contains("line "), "{e}");
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn a_block_scalar_at_the_end_without_a_line_break_is_read() {
+        // Found by fuzzing: the parser panicked here.
+        let text = "lit: |\n  linet: |\n  line - deep\n  - {x: [1, {y: 2}]!!binary }e";
+        assert_eq!(
+            read11(text),
+            r#"{"lit":"linet: |\nline - deep\n- {x: [1, {y: 2}]!!binary }e"}"#
+        );
+        // As PyYAML reads them: no final line break in the file, none in the value.
+        assert_eq!(read11("a: |\n  x"), r#"{"a":"x"}"#);
+        assert_eq!(read11("a: |+\n  x"), r#"{"a":"x"}"#);
+        assert_eq!(read11("a: >\n  x\n  y"), r#"{"a":"x y"}"#);
+        assert_eq!(read11("a: |\n  x\n"), r#"{"a":"x\n"}"#);
+        assert_eq!(read11("a: |\n  x\nb: 1"), r#"{"a":"x\n","b":1}"#);
     }
 
     #[test]
