@@ -454,6 +454,15 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_in_the_parser_refuses_the_file() {
+        // libyaml-safer 0.3 reaches `panic!("TODO")` for a tag followed by a comma.
+        let e = read("a: [!x, 1]\n", Schema::Yaml11)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "invalid YAML: the YAML parser failed on this file");
+    }
+
+    #[test]
     fn nesting_is_bounded() {
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         let e = read(&deep, Schema::Yaml11).unwrap_err().to_string();

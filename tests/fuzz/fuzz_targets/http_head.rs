@@ -255,7 +255,11 @@ fn host_kind(value: Option<&HeaderValue>) -> Option<Host> {
                 v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
             }
         };
-        return Some(if loopback { Host::Loopback } else { Host::Known });
+        return Some(if loopback {
+            Host::Loopback
+        } else {
+            Host::Known
+        });
     }
     if name == ALLOWED_HOST {
         return Some(Host::Known);
