@@ -15,6 +15,15 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::pairing::PairingSettings;
 
+mod file;
+pub mod values;
+
+pub use file::ConfigFile;
+use values::{
+    de_address, de_log_format, de_number, de_optional_number, de_port, de_switch, parse_address,
+    parse_log_format, parse_number, parse_port, parse_switch,
+};
+
 /// The port the Workshop expects the bridge on.
 pub const DEFAULT_PORT: u16 = 8765;
 
@@ -23,8 +32,10 @@ pub const DEFAULT_PORT: u16 = 8765;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// TCP port to listen on; `0` lets the operating system pick a free one.
+    #[serde(deserialize_with = "de_port")]
     pub port: u16,
     /// Address to listen on. `0.0.0.0` so an iPad on the same Wi-Fi can reach it.
+    #[serde(deserialize_with = "de_address")]
     pub bind: IpAddr,
     /// The YAML file the agent writes its world into.
     pub state_file: PathBuf,
@@ -39,8 +50,10 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_token: Option<String>,
     /// Accept every client without a token.
+    #[serde(deserialize_with = "de_switch")]
     pub no_auth: bool,
     /// Require the token from loopback clients too.
+    #[serde(deserialize_with = "de_switch")]
     pub no_trust_loopback: bool,
     /// Extra web origins allowed to open a WebSocket (e.g. `http://workshop.local:5173`).
     pub allowed_origins: Vec<String>,
@@ -51,44 +64,64 @@ pub struct Config {
     /// rebinding).
     pub allowed_hosts: Vec<String>,
     /// Accept a configured token shorter than 128 bits (for tests and throwaway setups).
+    #[serde(deserialize_with = "de_switch")]
     pub allow_weak_token: bool,
     /// Seconds between server pings; a client silent for two intervals is dropped.
+    #[serde(deserialize_with = "de_number")]
     pub heartbeat_secs: u64,
     /// Poll the state file and outbox every N milliseconds instead of using file events.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_optional_number"
+    )]
     pub poll_ms: Option<u64>,
     /// Log output format.
+    #[serde(deserialize_with = "de_log_format")]
     pub log_format: LogFormat,
     /// Largest WebSocket message accepted from a client, in bytes.
+    #[serde(deserialize_with = "de_number")]
     pub max_frame_bytes: usize,
     /// Longest visitor message text, in characters.
+    #[serde(deserialize_with = "de_number")]
     pub max_text_chars: usize,
     /// Messages a connection may send per second before it is refused (and then closed).
     /// High enough for an agent animating a scene at frame rate; the inbox has its own bound.
+    #[serde(deserialize_with = "de_number")]
     pub max_messages_per_sec: u32,
     /// Most clients connected at once.
+    #[serde(deserialize_with = "de_number")]
     pub max_connections: usize,
     /// Most connections open at once from one IP address, so one host cannot take every
     /// slot.
+    #[serde(deserialize_with = "de_number")]
     pub max_connections_per_address: usize,
     /// Seconds a client has to send its request headers before it is cut off.
+    #[serde(deserialize_with = "de_number")]
     pub handshake_timeout_secs: u64,
     /// Most files waiting in the inbox; beyond this new messages are refused.
+    #[serde(deserialize_with = "de_number")]
     pub max_inbox_files: usize,
     /// Largest state file the bridge will read, in bytes.
+    #[serde(deserialize_with = "de_number")]
     pub max_state_bytes: u64,
     /// Messages queued for one client before it counts as too slow and is closed.
+    #[serde(deserialize_with = "de_number")]
     pub client_queue: usize,
     /// Bytes queued for one client before it counts as too slow and is closed (a single
     /// message always fits in an empty queue).
+    #[serde(deserialize_with = "de_number")]
     pub max_client_queue_bytes: usize,
     /// Bytes queued for all clients together; beyond it the largest queues are closed first.
+    #[serde(deserialize_with = "de_number")]
     pub max_queued_bytes: usize,
     /// Longest message `id` a client may send, in bytes (it is echoed and remembered).
+    #[serde(deserialize_with = "de_number")]
     pub max_id_bytes: usize,
     /// Deepest nesting of arrays and objects in a client message that is relayed or written.
+    #[serde(deserialize_with = "de_number")]
     pub max_json_depth: usize,
     /// Bytes of message ids remembered for exactly-once inbox writes.
+    #[serde(deserialize_with = "de_number")]
     pub max_remembered_id_bytes: usize,
     /// Serve this directory (your own built Workshop, e.g. a Three.js app) at `/` instead of
     /// the built-in page; `/client.js` stays available.
@@ -163,10 +196,10 @@ impl Default for Config {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// TCP port to listen on (0 picks a free port) [default: 8765]
-    #[arg(long, env = "WORKSHOP_BRIDGE_PORT")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_PORT", value_parser = parse_port)]
     pub port: Option<u16>,
     /// Address to listen on [default: 0.0.0.0]
-    #[arg(long, env = "WORKSHOP_BRIDGE_BIND")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_BIND", value_parser = parse_address)]
     pub bind: Option<IpAddr>,
     /// The agent's state file [default: ~/.timmy/workshop-state.yaml]
     #[arg(long, env = "WORKSHOP_BRIDGE_STATE_FILE")]
@@ -184,10 +217,10 @@ pub struct Overrides {
     #[arg(long, env = "WORKSHOP_BRIDGE_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
     /// Accept every client without a token (anyone on the network can connect)
-    #[arg(long, env = "WORKSHOP_BRIDGE_NO_AUTH")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_NO_AUTH", value_parser = parse_switch)]
     pub no_auth: bool,
     /// Require the token from clients on this machine too
-    #[arg(long, env = "WORKSHOP_BRIDGE_NO_TRUST_LOOPBACK")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_NO_TRUST_LOOPBACK", value_parser = parse_switch)]
     pub no_trust_loopback: bool,
     /// Extra web origin allowed to connect (repeatable)
     #[arg(
@@ -204,58 +237,58 @@ pub struct Overrides {
     )]
     pub allowed_hosts: Vec<String>,
     /// Accept a configured token shorter than 128 bits
-    #[arg(long, env = "WORKSHOP_BRIDGE_ALLOW_WEAK_TOKEN")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_ALLOW_WEAK_TOKEN", value_parser = parse_switch)]
     pub allow_weak_token: bool,
     /// Seconds between heartbeats [default: 15]
-    #[arg(long, env = "WORKSHOP_BRIDGE_HEARTBEAT_SECS")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_HEARTBEAT_SECS", value_parser = parse_number::<u64>)]
     pub heartbeat_secs: Option<u64>,
     /// Poll files every N ms instead of using file-system events
-    #[arg(long, env = "WORKSHOP_BRIDGE_POLL_MS")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_POLL_MS", value_parser = parse_number::<u64>)]
     pub poll_ms: Option<u64>,
-    /// Log format [default: text]
-    #[arg(long, env = "WORKSHOP_BRIDGE_LOG_FORMAT", value_enum)]
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "WORKSHOP_BRIDGE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
     /// Largest message accepted from a client, in bytes [default: 1048576]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_FRAME_BYTES")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_FRAME_BYTES", value_parser = parse_number::<usize>)]
     pub max_frame_bytes: Option<usize>,
     /// Longest visitor message, in characters [default: 4000]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_TEXT_CHARS")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_TEXT_CHARS", value_parser = parse_number::<usize>)]
     pub max_text_chars: Option<usize>,
     /// Messages per second one connection may send [default: 100]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_MESSAGES_PER_SEC")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_MESSAGES_PER_SEC", value_parser = parse_number::<u32>)]
     pub max_messages_per_sec: Option<u32>,
     /// Most clients connected at once [default: 10000]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CONNECTIONS")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CONNECTIONS", value_parser = parse_number::<usize>)]
     pub max_connections: Option<usize>,
     /// Most connections from one IP address [default: 256]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CONNECTIONS_PER_ADDRESS")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CONNECTIONS_PER_ADDRESS", value_parser = parse_number::<usize>)]
     pub max_connections_per_address: Option<usize>,
     /// Seconds a client has to send its request headers [default: 10]
-    #[arg(long, env = "WORKSHOP_BRIDGE_HANDSHAKE_TIMEOUT_SECS")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_HANDSHAKE_TIMEOUT_SECS", value_parser = parse_number::<u64>)]
     pub handshake_timeout_secs: Option<u64>,
     /// Most files waiting in the inbox [default: 10000]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_INBOX_FILES")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_INBOX_FILES", value_parser = parse_number::<usize>)]
     pub max_inbox_files: Option<usize>,
     /// Largest state file read, in bytes [default: 16777216]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_STATE_BYTES")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_STATE_BYTES", value_parser = parse_number::<u64>)]
     pub max_state_bytes: Option<u64>,
     /// Messages queued per client before it is closed as too slow [default: 256]
-    #[arg(long, env = "WORKSHOP_BRIDGE_CLIENT_QUEUE")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_CLIENT_QUEUE", value_parser = parse_number::<usize>)]
     pub client_queue: Option<usize>,
     /// Bytes queued per client before it is closed as too slow [default: 1048576]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CLIENT_QUEUE_BYTES")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_CLIENT_QUEUE_BYTES", value_parser = parse_number::<usize>)]
     pub max_client_queue_bytes: Option<usize>,
     /// Bytes queued for all clients; beyond it the largest queues are closed [default: 67108864]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_QUEUED_BYTES")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_QUEUED_BYTES", value_parser = parse_number::<usize>)]
     pub max_queued_bytes: Option<usize>,
     /// Longest message id, in bytes [default: 128]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_ID_BYTES")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_ID_BYTES", value_parser = parse_number::<usize>)]
     pub max_id_bytes: Option<usize>,
     /// Deepest JSON nesting of a client message [default: 64]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_JSON_DEPTH")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_JSON_DEPTH", value_parser = parse_number::<usize>)]
     pub max_json_depth: Option<usize>,
     /// Bytes of message ids remembered for exactly-once writes [default: 4194304]
-    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_REMEMBERED_ID_BYTES")]
+    #[arg(long, env = "WORKSHOP_BRIDGE_MAX_REMEMBERED_ID_BYTES", value_parser = parse_number::<usize>)]
     pub max_remembered_id_bytes: Option<usize>,
     /// Serve this directory (your own built Workshop) at / instead of the built-in page
     #[arg(long, env = "WORKSHOP_BRIDGE_WORKSHOP_DIR")]
@@ -343,20 +376,12 @@ impl Config {
 
     /// Reads the config file; a missing file gives the defaults.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(Error::ReadConfig {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        let mut config: Config = toml::from_str(&text).map_err(|e| Error::ParseConfig {
-            path: path.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
+        Self::from_file(&ConfigFile::read(path)?)
+    }
+
+    /// The settings of a config file already read; no file gives the defaults.
+    pub fn from_file(file: &ConfigFile) -> Result<Self, Error> {
+        let mut config: Config = file.parse()?;
         config.expand_home();
         Ok(config)
     }
@@ -380,9 +405,7 @@ impl Config {
             return Ok(false);
         }
         let token = generate_token()?;
-        let mut table = read_config_table(path)?;
-        table.insert("token".into(), toml::Value::String(token.clone()));
-        write_config_text(path, &toml::to_string_pretty(&table).unwrap_or_default())?;
+        save_token(path, &token)?;
         self.token = Some(token);
         Ok(true)
     }
@@ -508,17 +531,19 @@ impl Config {
 /// The config file as a TOML table, for programs that change some keys and keep the rest
 /// (and the user's other settings) as they are; a missing file is an empty table.
 pub fn read_config_table(path: &Path) -> Result<toml::Table, Error> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str::<toml::Table>(&text).map_err(|e| Error::ParseConfig {
-            path: path.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
-        Err(source) => Err(Error::ReadConfig {
-            path: path.to_owned(),
-            source,
-        }),
-    }
+    ConfigFile::read(path)?.parse()
+}
+
+/// Writes `token` into the config file at `path` (making it if need be), keeping every
+/// other key the file holds, and not writing defaults into it.
+pub fn save_token(path: &Path, token: &str) -> Result<(), Error> {
+    let mut table = read_config_table(path)?;
+    table.insert("token".into(), toml::Value::String(token.to_owned()));
+    let text = toml::to_string_pretty(&table).map_err(|e| Error::WriteConfig {
+        path: path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    write_config_text(path, &text)
 }
 
 /// Replaces the config file with `text` atomically (a reader sees the old file or the new
@@ -614,7 +639,7 @@ mod tests {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "port = \"eighty\"\n").unwrap();
         let e = Config::load(&path).unwrap_err().to_string();
-        assert!(e.starts_with("the config file"), "{e}");
+        assert!(e.starts_with("`port` in the config file"), "{e}");
         assert!(!e.contains('\n'), "{e}");
         std::fs::write(&path, "prot = 1\n").unwrap();
         let e = Config::load(&path).unwrap_err().to_string();

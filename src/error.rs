@@ -16,19 +16,27 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// A directory the bridge needs could not be created.
-    #[error("cannot create the {what} directory {}: {source}", .path.display())]
+    /// A folder the bridge needs could not be made: the path is a file, the folder it goes
+    /// in is missing (only the last folder of a path is made) or is a file, or the system
+    /// refused.
+    #[error("{}", folder_sentence(.what, .path, .source))]
     CreateDir {
-        /// Which directory: "inbox", "outbox", "state file".
+        /// Which folder: "inbox", "outbox", "state file".
         what: &'static str,
         /// Where it should be.
         path: PathBuf,
-        /// What the operating system said.
+        /// Why: `AlreadyExists` for a file at the path, `NotFound` for a missing parent,
+        /// `NotADirectory` for a file in the way (each naming the path at fault), or what
+        /// the system said.
         source: io::Error,
     },
 
     /// The inbox exists but the bridge cannot write files into it.
-    #[error("the inbox directory {} is not writable: {source}", .path.display())]
+    #[error(
+        "the inbox folder {} is not writable ({}); make it writable for this user or choose another folder with --inbox-dir",
+        .path.display(),
+        io_words(.source)
+    )]
     InboxNotWritable {
         /// The inbox directory.
         path: PathBuf,
@@ -37,7 +45,7 @@ pub enum Error {
     },
 
     /// The config file exists but cannot be read.
-    #[error("cannot read the config file {}: {source}", .path.display())]
+    #[error("{}", read_config_sentence(.path, .source))]
     ReadConfig {
         /// The config file.
         path: PathBuf,
@@ -45,17 +53,40 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The config file is not valid TOML or has unknown or mistyped keys.
-    #[error("the config file {} is invalid: {message}", .path.display())]
+    /// The config file is not valid TOML.
+    #[error(
+        "the config file {} is not valid TOML{}: {message}",
+        .path.display(),
+        at_position(.position)
+    )]
     ParseConfig {
         /// The config file.
         path: PathBuf,
-        /// The parser's description, with line and column.
+        /// The line and column (from 1) of the fault, when known.
+        position: Option<(usize, usize)>,
+        /// The parser's description.
+        message: String,
+    },
+
+    /// A key of the config file is not a setting, or its value cannot be used.
+    #[error(
+        "`{key}` in the config file {}{}: {message}",
+        .path.display(),
+        in_parentheses(.position)
+    )]
+    ConfigValue {
+        /// The config file.
+        path: PathBuf,
+        /// The key, dotted within a section (`pairing.address`).
+        key: String,
+        /// The line and column (from 1) of the key or its value.
+        position: Option<(usize, usize)>,
+        /// What is wrong with it.
         message: String,
     },
 
     /// The config file could not be written.
-    #[error("cannot write the config file {}: {source}", .path.display())]
+    #[error("the config file {} cannot be written: {}", .path.display(), io_words(.source))]
     WriteConfig {
         /// The config file.
         path: PathBuf,
@@ -111,6 +142,115 @@ fn bind_sentence(addr: &SocketAddr, source: &io::Error) -> String {
             "not allowed to listen on port {}; ports below 1024 need special rights",
             addr.port()
         ),
-        _ => format!("cannot listen on {addr}: {source}"),
+        _ => format!("cannot listen on {addr}: {}", io_words(source)),
     }
+}
+
+/// The path at fault in a [`Error::CreateDir`], when it is not the folder itself.
+#[derive(Debug)]
+pub(crate) struct InTheWay(pub(crate) PathBuf);
+
+impl std::fmt::Display for InTheWay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.display())
+    }
+}
+
+impl std::error::Error for InTheWay {}
+
+fn folder_sentence(what: &str, path: &std::path::Path, source: &io::Error) -> String {
+    let (name, flag) = match what {
+        "inbox" => ("the inbox folder", "--inbox-dir"),
+        "outbox" => ("the outbox folder", "--outbox-dir"),
+        "state file" => ("the state file's folder", "--state-file"),
+        other => {
+            return format!(
+                "the {other} folder {} cannot be made: {}",
+                path.display(),
+                io_words(source)
+            );
+        }
+    };
+    let path = path.display();
+    let in_the_way = source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<InTheWay>())
+        .map(|p| p.0.display().to_string());
+    match (source.kind(), in_the_way) {
+        (io::ErrorKind::AlreadyExists, _) => format!(
+            "{name} {path} is a file, not a folder; move the file away or choose another folder with {flag}"
+        ),
+        (io::ErrorKind::NotFound, Some(parent)) => format!(
+            "{name} {path} cannot be made because {parent} does not exist (only the last folder of a path is made); create {parent} first or check {flag}"
+        ),
+        (io::ErrorKind::NotADirectory, Some(file)) => format!(
+            "{name} {path} cannot be made because {file} is a file, not a folder; check {flag}"
+        ),
+        _ => format!("{name} {path} cannot be made: {}", io_words(source)),
+    }
+}
+
+fn read_config_sentence(path: &std::path::Path, source: &io::Error) -> String {
+    let path = path.display();
+    match source.kind() {
+        io::ErrorKind::IsADirectory => {
+            format!(
+                "the config file {path} is a folder, not a file; give a file's path with --config"
+            )
+        }
+        io::ErrorKind::PermissionDenied => format!(
+            "the config file {path} cannot be read (permission denied); make it readable by this user or give another with --config"
+        ),
+        io::ErrorKind::InvalidData => {
+            format!("the config file {path} is not text (it is not valid UTF-8)")
+        }
+        _ => format!(
+            "the config file {path} cannot be read: {}",
+            io_words(source)
+        ),
+    }
+}
+
+fn at_position(position: &Option<(usize, usize)>) -> String {
+    position.map_or_else(String::new, |(line, column)| {
+        format!(" at line {line}, column {column}")
+    })
+}
+
+fn in_parentheses(position: &Option<(usize, usize)>) -> String {
+    position.map_or_else(String::new, |(line, column)| {
+        format!(" (line {line}, column {column})")
+    })
+}
+
+/// What the operating system said, in words, without its error number or the name of any
+/// temporary file involved.
+pub(crate) fn io_words(e: &io::Error) -> String {
+    use io::ErrorKind as K;
+    let words = match e.kind() {
+        K::PermissionDenied => "permission denied",
+        K::ReadOnlyFilesystem => "its disk is read-only",
+        K::StorageFull => "its disk is full",
+        K::QuotaExceeded => "the disk quota is used up",
+        K::NotFound => "it does not exist",
+        K::IsADirectory => "it is a folder",
+        K::NotADirectory => "a part of its path is a file, not a folder",
+        K::AlreadyExists => "something is already there",
+        K::InvalidFilename => "its name is too long or not allowed",
+        _ => {
+            let text = e.to_string();
+            // "…(os error 5) at path "/x/.tmpAbC"" from tempfile: the number and the path go.
+            let text = text.split(" at path ").next().unwrap_or_default();
+            let text = match text.rfind(" (os error ") {
+                Some(i) => &text[..i],
+                None => text,
+            };
+            let mut chars = text.chars();
+            return match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => "an unknown error".to_owned(),
+            };
+        }
+    };
+    words.to_owned()
 }

@@ -17,7 +17,7 @@ use qrcode::render::{svg, unicode};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::config::{Config, read_config_table, write_config_text};
+use crate::config::{Config, ConfigFile, read_config_table, write_config_text};
 use crate::error::Error;
 
 /// One address of this machine that other devices on the network may reach.
@@ -37,7 +37,10 @@ pub struct PairingSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workshop_url: Option<String>,
     /// Which of the machine's addresses to put in the URL; `None` picks the first LAN one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::values::de_optional_address"
+    )]
     pub address: Option<IpAddr>,
 }
 
@@ -49,15 +52,13 @@ impl PairingSettings {
 
     /// Reads the `[pairing]` section of the config file at `config_path`.
     pub fn load(config_path: &Path) -> Result<Self, Error> {
-        match read_config_table(config_path)?.remove("pairing") {
-            None => Ok(Self::default()),
-            Some(section) => section
-                .try_into()
-                .map_err(|e: toml::de::Error| Error::ParseConfig {
-                    path: config_path.to_owned(),
-                    message: format!("[pairing]: {}", e.to_string().trim().replace('\n', " ")),
-                }),
+        /// The file's other keys are the bridge's: only `[pairing]` is read here.
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Section {
+            pairing: PairingSettings,
         }
+        Ok(ConfigFile::read(config_path)?.parse::<Section>()?.pairing)
     }
 
     /// Writes the `[pairing]` section into the config file, keeping everything else.
