@@ -56,12 +56,14 @@ pub struct Config {
     #[serde(deserialize_with = "de_switch")]
     pub no_trust_loopback: bool,
     /// Extra web origins allowed to open a WebSocket (e.g. `http://workshop.local:5173`).
+    #[serde(alias = "allowed_origin")]
     pub allowed_origins: Vec<String>,
     /// Extra host names this bridge answers to, besides `localhost`, IP addresses and this
     /// machine's own names (e.g. `workshop.example.lan`; `.example.lan` for every name under
     /// it). A request whose `Host` is not one of them is refused: that is what stops a web
     /// page from reaching the bridge by pointing its own name at this machine (DNS
     /// rebinding).
+    #[serde(alias = "allowed_host")]
     pub allowed_hosts: Vec<String>,
     /// Accept a configured token shorter than 128 bits (for tests and throwaway setups).
     #[serde(deserialize_with = "de_switch")]
@@ -667,6 +669,104 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    /// Settings different from every default, so that each one is seen to take effect.
+    fn not_the_defaults() -> Config {
+        Config {
+            port: 9123,
+            bind: "10.1.2.3".parse().unwrap(),
+            state_file: "/agent/world.yaml".into(),
+            inbox_dir: "/agent/in".into(),
+            outbox_dir: "/agent/out".into(),
+            token: Some("t0ken-t0ken-t0ken-t0ken".into()),
+            agent_token: Some("agent-agent-agent-agent".into()),
+            no_auth: true,
+            no_trust_loopback: true,
+            allowed_origins: vec!["http://a.example:1".into(), "http://b.example:2".into()],
+            allowed_hosts: vec!["a.lan".into(), ".b.lan".into()],
+            allow_weak_token: true,
+            heartbeat_secs: 7,
+            poll_ms: Some(9),
+            log_format: LogFormat::Json,
+            max_frame_bytes: 11,
+            max_text_chars: 12,
+            max_messages_per_sec: 13,
+            max_connections: 14,
+            max_connections_per_address: 15,
+            handshake_timeout_secs: 16,
+            max_inbox_files: 17,
+            max_state_bytes: 18,
+            client_queue: 19,
+            max_client_queue_bytes: 20,
+            max_queued_bytes: 21,
+            max_id_bytes: 22,
+            max_json_depth: 23,
+            max_remembered_id_bytes: 24,
+            workshop_dir: Some("/site".into()),
+            pairing: PairingSettings::default(),
+            app: toml::Table::new(),
+        }
+    }
+
+    /// The README's promise: a flag's name with underscores is its key in the config file,
+    /// and the key does what the flag does. Walks every flag, so a new one cannot miss it.
+    #[test]
+    fn every_flag_is_a_config_key_of_the_same_name() {
+        use clap::{CommandFactory, FromArgMatches};
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            overrides: Overrides,
+        }
+        // Flags only: the variables of whoever runs the tests play no part.
+        let command = Cli::command().mut_args(|a| a.env(None::<&str>));
+        let sample = toml::Table::try_from(not_the_defaults()).unwrap();
+        let as_text = |v: &toml::Value| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut flags = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            let field = arg.get_id().as_str();
+            let value = sample
+                .get(field)
+                .unwrap_or_else(|| panic!("--{long} sets `{field}`, which is not a config key"));
+            let mut args = vec!["workshop-bridge".to_owned()];
+            match value {
+                toml::Value::Boolean(_) => args.push(format!("--{long}")),
+                toml::Value::Array(items) => {
+                    for item in items {
+                        args.extend([format!("--{long}"), as_text(item)]);
+                    }
+                }
+                other => args.extend([format!("--{long}"), as_text(other)]),
+            }
+            let matches = command.clone().try_get_matches_from(&args).unwrap();
+            let mut from_flag = Config::default();
+            Overrides::from_arg_matches(&matches)
+                .unwrap()
+                .apply_to(&mut from_flag);
+            assert_ne!(from_flag, Config::default(), "--{long} changes a setting");
+
+            let key = long.replace('-', "_");
+            let from_file =
+                file::parse::<Config>(Path::new("c.toml"), &format!("{key} = {value}\n"))
+                    .unwrap_or_else(|e| panic!("--{long} as `{key}` in the config file: {e}"));
+            assert_eq!(from_file, from_flag, "--{long} and `{key}` differ");
+            // The field's own name (the plural of a repeatable flag) works too: it is what
+            // the menu-bar app writes.
+            let by_field =
+                file::parse::<Config>(Path::new("c.toml"), &format!("{field} = {value}\n"))
+                    .unwrap();
+            assert_eq!(by_field, from_flag, "`{field}` and `{key}` differ");
+            flags += 1;
+        }
+        assert_eq!(flags, 30, "every setting but the sections has a flag");
     }
 
     #[test]
