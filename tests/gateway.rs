@@ -347,7 +347,7 @@ async fn shutdown_notifies_agents_and_viewers_alike() {
 /// client receives all three in order, and two browsers at once both receive them.
 #[tokio::test]
 async fn the_original_gateway_acceptance_story() {
-    let world = World::with_state(include_str!("fixtures/workshop-state.yaml"));
+    let world = World::with_state(include_str!("../examples/workshop-state.yaml"));
     let bridge = start(world.config()).await;
 
     let (mut matrix_3d, state) = connect_with_state(&bridge, "/ws/matrix").await;

@@ -1,4 +1,4 @@
-//! State files of a chosen size, shaped like the agent's (tests/fixtures/workshop-state.yaml)
+//! State files of a chosen size, shaped like the agent's (examples/workshop-state.yaml)
 //! plus a list of placed objects to reach the size. Only `meta.tick` changes between
 //! versions, so a diff is one `replace`.
 

@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn the_example_state_file_parses() {
-        let example = include_str!("../../tests/fixtures/workshop-state.yaml");
+        let example = include_str!("../../examples/workshop-state.yaml");
         let v = read_document(example).unwrap().unwrap();
         assert_eq!(
             v.get("mood")

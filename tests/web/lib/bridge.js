@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BINARY = process.env.WORKSHOP_BRIDGE_BIN ?? path.join(ROOT, 'target/debug/workshop-bridge');
-export const FIXTURE_STATE = path.join(ROOT, 'tests/fixtures/workshop-state.yaml');
+export const FIXTURE_STATE = path.join(ROOT, 'examples/workshop-state.yaml');
 
 /** A temp directory laid out like `~/.timmy`, plus a HOME and a config file path. */
 export function makeWorld(name = 'world') {
