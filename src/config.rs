@@ -457,7 +457,7 @@ impl Config {
                     return invalid(
                         field,
                         &format!(
-                            "is too short to be safe: about {} bits of guessing, and at least {MIN_TOKEN_BITS} are needed (say, 32 random hex characters); generate one with `workshop-bridge token --regenerate`, or allow it with --allow-weak-token",
+                            "too short to be safe (about {} bits of guessing, where at least {MIN_TOKEN_BITS} are needed: say, 32 random hex characters); generate one with `workshop-bridge token --regenerate`, or allow it with --allow-weak-token",
                             estimated_bits(t)
                         ),
                     );

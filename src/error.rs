@@ -163,6 +163,7 @@ fn folder_sentence(what: &str, path: &std::path::Path, source: &io::Error) -> St
         "inbox" => ("the inbox folder", "--inbox-dir"),
         "outbox" => ("the outbox folder", "--outbox-dir"),
         "state file" => ("the state file's folder", "--state-file"),
+        "config file" => ("the config file's folder", "--config"),
         other => {
             return format!(
                 "the {other} folder {} cannot be made: {}",

@@ -76,17 +76,74 @@ impl Bridge {
     /// Checks `config`, prepares the directories, reads the state file, binds the port and
     /// starts serving. Returns once the bridge accepts connections.
     pub async fn start(config: Config) -> Result<BridgeHandle, Error> {
+        Self::prepare(config).await?.start().await
+    }
+
+    /// Everything that can stop the bridge from starting, done before it serves: checks
+    /// `config`, binds the port and makes the missing folders. Each check comes before
+    /// anything is made, so a bridge that cannot start leaves nothing behind.
+    pub async fn prepare(config: Config) -> Result<PreparedBridge, Error> {
         config.validate()?;
         if !config.no_auth && config.token.is_none() {
             return Err(Error::MissingToken);
         }
-        raise_open_files_limit();
-
         let state_dir = parent_dir(&config.state_file);
-        create_dir("state file", &state_dir)?;
-        create_dir("inbox", &config.inbox_dir)?;
-        create_dir("outbox", &config.outbox_dir)?;
-        check_writable(&config.inbox_dir)?;
+        let missing = missing_folders(&[
+            ("state file", &state_dir),
+            ("inbox", &config.inbox_dir),
+            ("outbox", &config.outbox_dir),
+        ])?;
+        let inbox_missing = missing.iter().any(|(_, p)| *p == config.inbox_dir);
+        if !inbox_missing {
+            check_writable(&config.inbox_dir)?;
+        }
+        raise_open_files_limit();
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = bind(addr)?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        for (what, path) in &missing {
+            std::fs::create_dir(path).map_err(|source| Error::CreateDir {
+                what,
+                path: path.clone(),
+                source,
+            })?;
+        }
+        if inbox_missing {
+            check_writable(&config.inbox_dir)?;
+        }
+        Ok(PreparedBridge {
+            config,
+            listener,
+            local_addr,
+        })
+    }
+}
+
+/// A bridge that has bound its port and has its folders, but does not serve yet.
+#[derive(Debug)]
+pub struct PreparedBridge {
+    config: Config,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl PreparedBridge {
+    /// The address the bridge will listen on, with the real port when port 0 was asked for.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Watches the files, reads the state and starts serving. Returns once the bridge
+    /// accepts connections.
+    pub async fn start(self) -> Result<BridgeHandle, Error> {
+        let Self {
+            config,
+            listener,
+            local_addr,
+        } = self;
+        let state_dir = parent_dir(&config.state_file);
 
         // Watch before the first read: a change in between is then seen, not lost.
         let poll = config.poll_ms.map(Duration::from_millis);
@@ -96,7 +153,14 @@ impl Bridge {
         })?;
         let outbox_watch = watch_dir(&config.outbox_dir, poll, |_| true)?;
         let mut state = StateFile::new(config.state_file.clone(), config.max_state_bytes);
-        state.reload().await;
+        match first_look(&config.state_file) {
+            None => state.reload().await,
+            Some(absent) => {
+                if let Ok(mut health) = state.health().lock() {
+                    health.last_error = Some(absent.to_owned());
+                }
+            }
+        }
         let inbox = Inbox::new(
             config.inbox_dir.clone(),
             config.max_inbox_files,
@@ -112,14 +176,6 @@ impl Bridge {
                 total_bytes: config.max_queued_bytes,
             },
         );
-
-        let addr = SocketAddr::new(config.bind, config.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr, source })?;
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -274,12 +330,109 @@ fn parent_dir(path: &Path) -> std::path::PathBuf {
     }
 }
 
-fn create_dir(what: &'static str, path: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(path).map_err(|source| Error::CreateDir {
-        what,
-        path: path.to_owned(),
-        source,
-    })
+/// The folders of `folders` that do not exist yet, in order, once each is known to be one
+/// the bridge may make: only the folder itself is made, in a folder that exists (or is made
+/// before it), so a mistyped path or an unmounted disk is refused rather than papered over
+/// with new folders.
+fn missing_folders(
+    folders: &[(&'static str, &Path)],
+) -> Result<Vec<(&'static str, std::path::PathBuf)>, Error> {
+    let mut missing: Vec<(&'static str, std::path::PathBuf)> = Vec::new();
+    for &(what, path) in folders {
+        let refuse = |source| Error::CreateDir {
+            what,
+            path: path.to_owned(),
+            source,
+        };
+        let in_the_way =
+            |kind, at: std::path::PathBuf| refuse(std::io::Error::new(kind, error::InTheWay(at)));
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => return Err(refuse(std::io::ErrorKind::AlreadyExists.into())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
+            Err(e) => return Err(refuse(e)),
+        }
+        if missing.iter().any(|(_, p)| p == path) {
+            continue;
+        }
+        let parent = parent_dir(path);
+        if !missing.iter().any(|(_, p)| *p == parent) {
+            match std::fs::metadata(&parent) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => return Err(in_the_way(std::io::ErrorKind::NotADirectory, parent)),
+                Err(_) => {
+                    // A file further up is what is wrong, if there is one; else the folder
+                    // the path goes in is missing.
+                    let file = parent
+                        .ancestors()
+                        .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()));
+                    return Err(match file {
+                        Some(file) => {
+                            in_the_way(std::io::ErrorKind::NotADirectory, file.to_owned())
+                        }
+                        None => in_the_way(std::io::ErrorKind::NotFound, parent),
+                    });
+                }
+            }
+        }
+        missing.push((what, path.to_owned()));
+    }
+    Ok(missing)
+}
+
+/// Checks that the folder `path` exists, or that the bridge may make it: only the folder
+/// itself is ever made, in a folder that exists. Returns whether it has to be made. `what`
+/// names it in the error: "inbox", "outbox", "state file" (its folder) or "config file".
+pub fn check_folder(what: &'static str, path: &Path) -> Result<bool, Error> {
+    Ok(!missing_folders(&[(what, path)])?.is_empty())
+}
+
+/// The example state file (schema v1) that `workshop-bridge init` writes: what the
+/// Workshop scene knows how to show.
+pub const EXAMPLE_STATE: &str = include_str!("../examples/workshop-state.yaml");
+
+/// Binds the listening socket as `tokio::net::TcpListener::bind` does (the address may be
+/// reused at once after a restart), in the runtime.
+fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    let err = |source| Error::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    #[cfg(unix)]
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)
+}
+
+/// What to say, once at start, when there is no state to read yet: `None` when there is a
+/// file (or anything else) to read at the state path.
+fn first_look(state_file: &Path) -> Option<&'static str> {
+    match std::fs::symlink_metadata(state_file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(
+                path = %state_file.display(),
+                "there is no state file yet: clients get the state as soon as the agent writes it (`workshop-bridge init` writes an example there to start from)"
+            );
+            Some("there is no state file yet; clients get the state as soon as the agent writes it")
+        }
+        Ok(meta) if meta.is_dir() => {
+            tracing::warn!(
+                path = %state_file.display(),
+                "the state file is a folder, not a file: clients get no state until a file replaces it"
+            );
+            Some(
+                "the state file is a folder, not a file; clients get no state until a file replaces it",
+            )
+        }
+        _ => None,
+    }
 }
 
 /// Fails early, with a clear sentence, rather than on the first visitor's message.

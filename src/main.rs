@@ -1,17 +1,21 @@
 //! `workshop-bridge`: the headless bridge. Parses flags, sets up logging, runs the library.
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, anyhow};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, filter};
-use workshop_bridge::{Bridge, Config, LogFormat, Overrides, pairing};
+use workshop_bridge::config::{ConfigFile, generate_token, save_token};
+use workshop_bridge::{Bridge, Config, Error, LogFormat, Overrides, pairing};
 
 /// Links an AI agent's state file and inbox to the Workshop and to other agents,
 /// over one WebSocket hub.
@@ -32,6 +36,8 @@ enum Command {
     Token(TokenArgs),
     /// Print the URL an iPad should open, and a QR code of it to scan
     Qr(Box<QrArgs>),
+    /// Write the example state file where the bridge reads the state, if there is none yet
+    Init(InitArgs),
 }
 
 #[derive(Args)]
@@ -68,50 +74,344 @@ struct QrArgs {
     overrides: Overrides,
 }
 
+#[derive(Args)]
+struct InitArgs {
+    /// Config file, for the state file's path [default: the platform's config directory]
+    #[arg(long, env = "WORKSHOP_BRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where to write it [default: the bridge's state file, ~/.timmy/workshop-state.yaml]
+    #[arg(long, env = "WORKSHOP_BRIDGE_STATE_FILE")]
+    state_file: Option<PathBuf>,
+}
+
 /// How long the process waits, after the bridge has stopped, for blocking file work to end.
 /// With the bridge's own shutdown (at most 1.8 s), a signal ends the process within 2 s.
 const EXIT_GRACE: Duration = Duration::from_millis(150);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Serve(args)) => serve(*args),
-        None => serve(cli.serve),
-        Some(Command::Token(args)) => token(args),
-        Some(Command::Qr(args)) => qr(*args),
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The bridge listens for signals before anything else, even reading its flags, so that
+    // a signal at any moment from its very start ends it with its goodbye. The other
+    // commands are quick and keep the usual Ctrl-C.
+    let serving = !matches!(
+        args.get(1).and_then(|a| a.to_str()),
+        Some("token" | "qr" | "init")
+    );
+    let early = if serving {
+        match Early::start() {
+            Ok(early) => Some(early),
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "workshop-bridge: {}", sentence(&e));
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let matches = match Cli::command().try_get_matches_from(&args) {
+        Ok(matches) => matches,
+        Err(e) => return usage_failure(&e, &args),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return usage_failure(&e, &args),
+    };
+    let (name, sub) = match matches.subcommand() {
+        Some((name, sub)) => (name, sub),
+        None => ("serve", &matches),
+    };
+    let sources = Sources {
+        matches: sub,
+        command: subcommand(name),
+    };
+    let result = match (cli.command, early) {
+        (Some(Command::Serve(args)), Some(early)) => serve(*args, &sources, early),
+        (None, Some(early)) => serve(cli.serve, &sources, early),
+        (Some(Command::Serve(_)) | None, None) => {
+            Err(anyhow!("the bridge was not prepared to run"))
+        }
+        (Some(Command::Token(args)), _) => token(args),
+        (Some(Command::Qr(args)), _) => qr(*args),
+        (Some(Command::Init(args)), _) => init(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One sentence, no backtrace: every error a user can cause is phrased for them.
-            let _ = writeln!(std::io::stderr(), "workshop-bridge: {e:#}");
+            let _ = writeln!(std::io::stderr(), "workshop-bridge: {}", sentence(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn config_path(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match explicit {
-        Some(p) => Ok(p),
-        None => Ok(Config::default_path()?),
+/// The error and its causes as one line. The bridge's own errors are whole sentences that
+/// already say what the system said, so the causes after one are left out.
+fn sentence(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        if cause.downcast_ref::<Error>().is_some() {
+            break;
+        }
+    }
+    text
+}
+
+/// The command a subcommand's arguments are defined on (the bridge's own for `serve`).
+fn subcommand(name: &str) -> clap::Command {
+    let cli = Cli::command();
+    cli.find_subcommand(name).cloned().unwrap_or(cli)
+}
+
+/// A mistake on the command line or in a variable, in one sentence; help and version are
+/// printed as they are.
+fn usage_failure(e: &clap::Error, args: &[OsString]) -> ExitCode {
+    let code = ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    if !e.use_stderr() {
+        // --help and --version; a closed pipe (`| head`) is not an error.
+        let _ = write_stdout(&e.render().to_string());
+        return code;
+    }
+    let text = match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::ValueValidation | ErrorKind::InvalidValue, Some(ContextValue::String(arg))) => {
+            value_sentence(e, arg, args)
+        }
+        _ => collapsed(e),
+    };
+    let _ = writeln!(std::io::stderr(), "workshop-bridge: {text}");
+    code
+}
+
+/// "`--port`: 70000 is not a port number; …", or `WORKSHOP_BRIDGE_PORT` when the value came
+/// from the environment, whichever clap says.
+fn value_sentence(e: &clap::Error, arg: &str, args: &[OsString]) -> String {
+    let long = arg
+        .trim_start_matches('-')
+        .split([' ', '='])
+        .next()
+        .unwrap_or_default();
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => v.clone(),
+        _ => String::new(),
+    };
+    let problem = match std::error::Error::source(e) {
+        Some(problem) => problem.to_string(),
+        None => {
+            let valid = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(valid)) => valid.join(", "),
+                _ => String::new(),
+            };
+            format!("{value} is not one of {valid}")
+        }
+    };
+    let on_command_line = args.iter().any(|a| {
+        a.to_str().is_some_and(|a| {
+            a.strip_prefix("--")
+                .and_then(|a| a.strip_prefix(long))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+        })
+    });
+    let env = std::iter::once(Cli::command())
+        .chain(Cli::command().get_subcommands().cloned())
+        .find_map(|c| {
+            c.get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        });
+    match env {
+        Some(env) if !on_command_line && std::env::var_os(&env).is_some() => {
+            format!("`{env}` in the environment: {problem}")
+        }
+        _ => format!("`--{long}`: {problem}"),
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let path = config_path(args.config)?;
-    let mut config = Config::load(&path)?;
+/// Clap's message, its tips and where to look, on one line.
+fn collapsed(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let mut parts: Vec<String> = Vec::new();
+    let mut command = "workshop-bridge".to_owned();
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            command = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['-', '<', '[']))
+                .collect::<Vec<_>>()
+                .join(" ");
+        } else if !line.starts_with("For more information") {
+            let line = line
+                .trim_start_matches("error: ")
+                .trim_start_matches("tip: ");
+            parts.push(line.to_owned());
+        }
+    }
+    format!(
+        "{}; `{command} --help` lists what it takes",
+        parts.join("; ")
+    )
+}
+
+/// Where each setting came from (a flag, a variable, the config file), to name it when it
+/// is refused.
+struct Sources<'a> {
+    matches: &'a ArgMatches,
+    command: clap::Command,
+}
+
+impl Sources<'_> {
+    /// "`--port`", "`WORKSHOP_BRIDGE_PORT` in the environment" or "`port` in the config file
+    /// PATH (line 3, column 8)" for the setting `field`.
+    fn name(&self, field: &str, file: &ConfigFile) -> String {
+        let arg = self
+            .command
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == field);
+        let source = arg.and(self.matches.value_source(field));
+        match (arg, source) {
+            (Some(arg), Some(ValueSource::CommandLine)) => {
+                format!("`--{}`", arg.get_long().unwrap_or(field))
+            }
+            (Some(arg), Some(ValueSource::EnvVariable)) => format!(
+                "`{}` in the environment",
+                arg.get_env().unwrap_or_default().to_string_lossy()
+            ),
+            _ => {
+                let singular = field.strip_suffix('s').unwrap_or(field);
+                file.describe(&[field, singular])
+                    .unwrap_or_else(|| format!("`{field}`"))
+            }
+        }
+    }
+
+    /// `error`, with a refused setting named by where it came from.
+    fn explain(&self, error: Error, file: &ConfigFile) -> anyhow::Error {
+        match error {
+            Error::InvalidSetting { field, message } => {
+                anyhow!("{}: {message}", self.name(field, file))
+            }
+            other => other.into(),
+        }
+    }
+}
+
+/// The config file's path, and whether it was given (rather than the platform's default).
+fn config_path(explicit: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
+    match explicit {
+        Some(p) => Ok((p, true)),
+        None => Ok((Config::default_path()?, false)),
+    }
+}
+
+/// Before a new config file is written: a path given with `--config` gets its own folder
+/// made at most (the platform's config folder is made as needed).
+fn check_config_folder(path: &Path, explicit: bool) -> anyhow::Result<()> {
+    if explicit {
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        workshop_bridge::check_folder("config file", folder)?;
+    }
+    Ok(())
+}
+
+/// Says that a token was generated and where it was saved; loudly when the file it went
+/// into did not exist although its path was given, since a mistyped path would otherwise
+/// change the token unnoticed.
+fn token_saved_sentence(file: &ConfigFile, explicit: bool) -> String {
+    let path = file.path().display();
+    let show = if explicit {
+        format!("`workshop-bridge token --config {path}` shows it")
+    } else {
+        "`workshop-bridge token` shows it".to_owned()
+    };
+    if file.existed() {
+        format!("generated a token and saved it in the config file {path}; {show}")
+    } else {
+        format!(
+            "the config file {path} did not exist: made it, with a newly generated token; {show}"
+        )
+    }
+}
+
+/// The runtime, and the signals it listens for, made first thing when the bridge runs.
+struct Early {
+    runtime: tokio::runtime::Runtime,
+    signals: Signals,
+}
+
+impl Early {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let signals = {
+            let _entered = runtime.enter();
+            Signals::listen()?
+        };
+        Ok(Self { runtime, signals })
+    }
+}
+
+fn serve(args: ServeArgs, sources: &Sources<'_>, early: Early) -> anyhow::Result<()> {
+    let Early {
+        runtime,
+        mut signals,
+    } = early;
+    let (path, explicit) = config_path(args.config)?;
+    let file = ConfigFile::read(&path)?;
+    let mut config = Config::from_file(&file)?;
     args.overrides.apply_to(&mut config);
     init_logging(config.log_format);
-    if config.ensure_token(&path)? {
-        tracing::info!(config = %path.display(), "generated a token and saved it; show it with `workshop-bridge token`");
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    config.validate().map_err(|e| sources.explain(e, &file))?;
+    let new_token = if !config.no_auth && config.token.is_none() {
+        check_config_folder(&path, explicit)?;
+        let token = generate_token()?;
+        config.token = Some(token.clone());
+        Some(token)
+    } else {
+        if explicit && !file.existed() {
+            tracing::warn!(
+                "the config file {} does not exist: running on the defaults, variables and flags",
+                path.display()
+            );
+        }
+        None
+    };
+
     let result = runtime.block_on(async {
-        let bridge = Bridge::start(config).await?;
-        wait_for_signal().await;
+        let starting = async {
+            // The port and the folders first: the token is saved only once the bridge can
+            // run, so a failed start leaves no config file behind.
+            let prepared = Bridge::prepare(config)
+                .await
+                .map_err(|e| sources.explain(e, &file))?;
+            if let Some(token) = &new_token {
+                save_token(&path, token)?;
+                let sentence = token_saved_sentence(&file, explicit);
+                if explicit && !file.existed() {
+                    tracing::warn!("{sentence}");
+                } else {
+                    tracing::info!("{sentence}");
+                }
+            }
+            Ok::<_, anyhow::Error>(prepared.start().await?)
+        };
+        let bridge = tokio::select! {
+            started = starting => started?,
+            () = signals.recv() => {
+                tracing::info!("stopped before it was listening");
+                return Ok(());
+            }
+        };
+        signals.recv().await;
         bridge.shutdown().await;
         Ok(())
     });
@@ -122,20 +422,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let path = config_path(args.config)?;
-    let mut config = Config::load(&path)?;
+    let (path, explicit) = config_path(args.config)?;
+    let file = ConfigFile::read(&path)?;
+    let mut config = Config::from_file(&file)?;
     if args.regenerate {
         config.token = None;
         config.no_auth = false;
     }
-    config.ensure_token(&path)?;
-    let token = config.token.unwrap_or_default();
-    writeln!(std::io::stdout(), "{token}").context("cannot write to standard output")?;
-    Ok(())
+    if !config.no_auth && config.token.is_none() {
+        check_config_folder(&path, explicit)?;
+        let token = generate_token()?;
+        save_token(&path, &token)?;
+        note(&token_saved_sentence(&file, explicit));
+        config.token = Some(token);
+    }
+    write_stdout(&format!("{}\n", config.token.unwrap_or_default()))
 }
 
 fn qr(args: QrArgs) -> anyhow::Result<()> {
-    let path = config_path(args.config)?;
+    let path = config_path(args.config)?.0;
     let mut config = Config::load(&path)?;
     args.overrides.apply_to(&mut config);
     config.ensure_token(&path)?;
@@ -159,6 +464,67 @@ fn qr(args: QrArgs) -> anyhow::Result<()> {
         .context("cannot write to standard output")?;
     }
     Ok(())
+}
+
+fn init(args: InitArgs) -> anyhow::Result<()> {
+    let (path, _) = config_path(args.config)?;
+    let mut config = Config::load(&path)?;
+    if let Some(state_file) = args.state_file {
+        config.state_file = state_file;
+    }
+    let target = config.state_file;
+    let folder = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if std::fs::symlink_metadata(&target).is_ok() {
+        return Err(anyhow!(
+            "the state file {} already exists, and init never replaces one; remove it first to start again from the example",
+            target.display()
+        ));
+    }
+    if workshop_bridge::check_folder("state file", &folder)? {
+        std::fs::create_dir(&folder)
+            .with_context(|| format!("cannot make the folder {}", folder.display()))?;
+    }
+    // Written aside and moved into place only if nothing is there: an agent never sees half
+    // a file, and a file that appeared meanwhile is kept.
+    let mut temp = tempfile::Builder::new()
+        .prefix(".workshop-state-")
+        .tempfile_in(&folder)
+        .with_context(|| format!("cannot write into the folder {}", folder.display()))?;
+    temp.write_all(workshop_bridge::EXAMPLE_STATE.as_bytes())
+        .with_context(|| format!("cannot write into the folder {}", folder.display()))?;
+    temp.persist_noclobber(&target).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow!(
+                "the state file {} already exists, and init never replaces one; remove it first to start again from the example",
+                target.display()
+            )
+        } else {
+            anyhow!("cannot write the state file {}: {}", target.display(), e.error)
+        }
+    })?;
+    write_stdout(&format!(
+        "wrote the example state to {}; the bridge serves it, and the agent replaces it with its own\n",
+        target.display()
+    ))
+}
+
+/// Writes to standard output; a reader that has gone (`| head`) ends the command quietly.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A line for the person at the terminal, beside the command's output.
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "workshop-bridge: {text}");
 }
 
 fn init_logging(format: LogFormat) {
@@ -201,31 +567,41 @@ fn names_target(directives: &str, target: &str) -> bool {
     })
 }
 
-/// Ctrl-C, or SIGTERM from launchd, systemd or `kill`.
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+/// Ctrl-C, or SIGTERM from launchd, systemd or `kill`: listened for from the moment this is
+/// made, so a signal that comes while the bridge is still starting is not lost.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime.
+    fn listen() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+                terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for the next signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 
@@ -242,5 +618,10 @@ mod tests {
         assert!(!names_target("workshop_bridge=trace,hyper=debug", "notify"));
         assert!(!names_target("notifyish=trace", "notify"));
         assert!(!names_target("", "notify"));
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -416,8 +416,11 @@ async fn a_bridge_started_with_a_directory_at_the_state_path_runs_and_serves_the
     let world = World::new();
     fs::create_dir_all(&world.state_file).unwrap();
     let bridge = start(world.config()).await;
-    let error = state_error(&bridge, "regular file").await;
-    assert_eq!(error, "the state file path is not a regular file");
+    let error = state_error(&bridge, "folder").await;
+    assert_eq!(
+        error,
+        "the state file is a folder, not a file; clients get no state until a file replaces it"
+    );
     let mut ipad = connect(&bridge, "/ws").await;
     assert_nothing_pending(&mut ipad).await;
 
@@ -744,6 +747,7 @@ async fn an_inbox_whose_parent_is_gone_is_not_made_again_and_the_retry_is_accept
     let world = World::with_state("mood: calm\n");
     let volume = world.dir.path().join("volume");
     let inbox = volume.join("inbox");
+    fs::create_dir(&volume).unwrap();
     let bridge = start(Config {
         inbox_dir: inbox.clone(),
         ..world.config()

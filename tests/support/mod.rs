@@ -375,20 +375,28 @@ pub fn serve_args(world: &World) -> Vec<String> {
 
 /// Reads stderr until the `listening on ws://ADDR` line; returns the address.
 pub async fn listening(child: &mut Child) -> std::net::SocketAddr {
+    listening_after(child).await.0
+}
+
+/// Reads stderr until the `listening on ws://ADDR` line; returns the address and every
+/// line before it.
+pub async fn listening_after(child: &mut Child) -> (std::net::SocketAddr, Vec<String>) {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let mut before = Vec::new();
     let addr = tokio::time::timeout(DEADLINE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some((_, rest)) = line.split_once("listening on ws://") {
                 let addr = rest.split_whitespace().next().unwrap();
                 return addr.parse().unwrap();
             }
+            before.push(line);
         }
-        panic!("the bridge exited without listening");
+        panic!("the bridge exited without listening: {before:?}");
     })
     .await
     .expect("no `listening on` line in time");
     // Keep draining stderr so the process never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    addr
+    (addr, before)
 }
