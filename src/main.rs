@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, filter};
+use workshop_bridge::config::values::{parse_address, parse_port, parse_switch};
 use workshop_bridge::config::{ConfigFile, generate_token, save_token};
 use workshop_bridge::{Bridge, Config, Error, LogFormat, Overrides, pairing};
 
@@ -35,7 +37,7 @@ enum Command {
     /// Print the token clients need, generating one if there is none
     Token(TokenArgs),
     /// Print the URL an iPad should open, and a QR code of it to scan
-    Qr(Box<QrArgs>),
+    Qr(QrArgs),
     /// Write the example state file where the bridge reads the state, if there is none yet
     Init(InitArgs),
 }
@@ -59,19 +61,30 @@ struct TokenArgs {
     regenerate: bool,
 }
 
+/// Only what goes into the pairing URL: the bridge's other settings play no part in it.
 #[derive(Args)]
 struct QrArgs {
     /// Config file [default: the platform's config directory]
     #[arg(long, env = "WORKSHOP_BRIDGE_CONFIG")]
     config: Option<PathBuf>,
     /// Address of this machine to put in the URL [default: the one chosen in the app, else the first LAN address]
-    #[arg(long)]
-    address: Option<std::net::IpAddr>,
+    #[arg(long, value_parser = parse_address)]
+    address: Option<IpAddr>,
     /// Workshop page to open instead of the bridge's own [default: the one set in the app]
     #[arg(long)]
     url: Option<String>,
-    #[command(flatten)]
-    overrides: Overrides,
+    /// The port the bridge listens on [default: 8765]
+    #[arg(long, env = "WORKSHOP_BRIDGE_PORT", value_parser = parse_port)]
+    port: Option<u16>,
+    /// The address the bridge listens on [default: 0.0.0.0]
+    #[arg(long, env = "WORKSHOP_BRIDGE_BIND", value_parser = parse_address)]
+    bind: Option<IpAddr>,
+    /// The token clients must present [default: the one in the config file]
+    #[arg(long, env = "WORKSHOP_BRIDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The bridge accepts everyone: no token in the URL
+    #[arg(long, env = "WORKSHOP_BRIDGE_NO_AUTH", value_parser = parse_switch)]
+    no_auth: bool,
 }
 
 #[derive(Args)]
@@ -131,7 +144,7 @@ fn main() -> ExitCode {
             Err(anyhow!("the bridge was not prepared to run"))
         }
         (Some(Command::Token(args)), _) => token(args),
-        (Some(Command::Qr(args)), _) => qr(*args),
+        (Some(Command::Qr(args)), _) => qr(args, &sources),
         (Some(Command::Init(args)), _) => init(args),
     };
     match result {
@@ -439,31 +452,97 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     write_stdout(&format!("{}\n", config.token.unwrap_or_default()))
 }
 
-fn qr(args: QrArgs) -> anyhow::Result<()> {
-    let path = config_path(args.config)?.0;
-    let mut config = Config::load(&path)?;
-    args.overrides.apply_to(&mut config);
-    config.ensure_token(&path)?;
-    let mut settings = config.pairing.clone();
-    if args.address.is_some() {
-        settings.address = args.address;
+fn qr(args: QrArgs, sources: &Sources<'_>) -> anyhow::Result<()> {
+    let (path, explicit) = config_path(args.config)?;
+    let file = ConfigFile::read(&path)?;
+    let mut config = Config::from_file(&file)?;
+    Overrides {
+        port: args.port,
+        bind: args.bind,
+        token: args.token,
+        no_auth: args.no_auth,
+        ..Overrides::default()
     }
-    if args.url.is_some() {
-        settings.workshop_url = args.url;
+    .apply_to(&mut config);
+    if config.port == 0 {
+        return Err(anyhow!(
+            "{}: 0 cannot go into a pairing URL, as the bridge picks a free port only when it starts; give the port it listens on",
+            sources.name("port", &file)
+        ));
+    }
+    let mut settings = config.pairing.clone();
+    if let Some(url) = args.url {
+        settings.workshop_url = Some(url);
+    }
+    settings.validate()?;
+    let addresses = pairing::lan_addresses();
+    match args.address {
+        Some(address) => {
+            check_address(address, config.bind, &addresses)?;
+            settings.address = Some(address);
+        }
+        None => {
+            if let Some(saved) = settings.address
+                && config.bind.is_unspecified()
+                && !addresses.iter().any(|a| a.ip == saved)
+            {
+                note(&format!(
+                    "the address {saved} chosen in the config file is not one of this machine's any more, so another is used"
+                ));
+            }
+        }
+    }
+    if !config.no_auth && config.token.is_none() {
+        check_config_folder(&path, explicit)?;
+        let token = generate_token()?;
+        save_token(&path, &token)?;
+        note(&token_saved_sentence(&file, explicit));
+        config.token = Some(token);
     }
     let pairing = pairing::pairing(&config, &settings)?;
     let code = pairing::qr_terminal(&pairing.url)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}\n\n{code}", pairing.url).context("cannot write to standard output")?;
+    let mut text = format!("{}\n\n{code}\n", pairing.url);
     if !pairing.reachable {
-        writeln!(
-            out,
-            "Note: {} is reachable from this machine only; bind to 0.0.0.0 or pass --address.",
+        text.push_str(&format!(
+            "Note: {} is reachable from this machine only; bind to 0.0.0.0 or pass --address.\n",
             pairing.host
-        )
-        .context("cannot write to standard output")?;
+        ));
     }
-    Ok(())
+    write_stdout(&text)
+}
+
+/// `--address` must be one of this machine's, and the one the bridge listens on when it
+/// listens on one address only.
+fn check_address(
+    address: IpAddr,
+    bind: IpAddr,
+    addresses: &[pairing::LanAddress],
+) -> anyhow::Result<()> {
+    if !bind.is_unspecified() {
+        if address != bind {
+            return Err(anyhow!(
+                "`--address`: the bridge listens on {bind} only, so {address} would not reach it; leave --address out, or change --bind"
+            ));
+        }
+        return Ok(());
+    }
+    if address.is_loopback() || addresses.iter().any(|a| a.ip == address) {
+        return Ok(());
+    }
+    let list: Vec<String> = addresses
+        .iter()
+        .map(|a| format!("{} ({})", a.ip, a.interface))
+        .collect();
+    Err(if list.is_empty() {
+        anyhow!(
+            "`--address`: {address} is not an address of this machine, which has none on a network (only 127.0.0.1, for itself)"
+        )
+    } else {
+        anyhow!(
+            "`--address`: {address} is not an address of this machine; its addresses are {}",
+            list.join(", ")
+        )
+    })
 }
 
 fn init(args: InitArgs) -> anyhow::Result<()> {
