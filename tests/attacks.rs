@@ -185,7 +185,10 @@ async fn the_same_rebinding_over_ipv6_loopback_is_refused() {
         ..world.config()
     };
     let Ok(bridge) = workshop_bridge::Bridge::start(config).await else {
-        eprintln!("skipped: this machine has no IPv6 loopback");
+        support::report::skipped(
+            "the_same_rebinding_over_ipv6_loopback_is_refused",
+            "this machine has no IPv6 loopback",
+        );
         return;
     };
     let port = bridge.local_addr().port();
@@ -293,13 +296,19 @@ async fn allowed_hosts_are_served_and_their_own_pages_may_connect() {
 #[tokio::test]
 async fn the_macs_own_names_are_served() {
     let Ok(out) = std::process::Command::new("hostname").output() else {
-        eprintln!("skipped: no `hostname` command to learn this machine's name");
+        support::report::skipped(
+            "the_macs_own_names_are_served",
+            "no `hostname` command to learn this machine's name",
+        );
         return;
     };
     let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let short = name.split('.').next().unwrap_or_default().to_owned();
     if short.is_empty() {
-        eprintln!("skipped: this machine has no host name");
+        support::report::skipped(
+            "the_macs_own_names_are_served",
+            "this machine has no host name",
+        );
         return;
     }
     let world = World::with_state("a: 1\n");

@@ -50,7 +50,10 @@ async fn a_lan_client_needs_the_token_and_a_name_the_bridge_answers_to() {
     let lan = match Lan::create() {
         Ok(lan) => lan,
         Err(why) => {
-            eprintln!("skipped: {why}");
+            support::report::skipped(
+                "a_lan_client_needs_the_token_and_a_name_the_bridge_answers_to",
+                why,
+            );
             return;
         }
     };
