@@ -191,14 +191,25 @@ fn usage_failure(e: &clap::Error, args: &[OsString]) -> ExitCode {
         let _ = write_stdout(&e.render().to_string());
         return code;
     }
-    let text = match (e.kind(), e.get(ContextKind::InvalidArg)) {
-        (ErrorKind::ValueValidation | ErrorKind::InvalidValue, Some(ContextValue::String(arg))) => {
+    let text = usage_text(e, args);
+    let _ = writeln!(std::io::stderr(), "workshop-bridge: {text}");
+    code
+}
+
+/// What is wrong on the command line (or in a variable), as one line.
+fn usage_text(e: &clap::Error, args: &[OsString]) -> String {
+    let has_value = matches!(
+        e.get(ContextKind::InvalidValue),
+        Some(ContextValue::String(v)) if !v.is_empty()
+    );
+    match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::ValueValidation | ErrorKind::InvalidValue, Some(ContextValue::String(arg)))
+            if has_value =>
+        {
             value_sentence(e, arg, args)
         }
         _ => collapsed(e),
-    };
-    let _ = writeln!(std::io::stderr(), "workshop-bridge: {text}");
-    code
+    }
 }
 
 /// "`--port`: 70000 is not a port number; …", or `WORKSHOP_BRIDGE_PORT` when the value came
@@ -250,8 +261,16 @@ fn collapsed(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
     let mut parts: Vec<String> = Vec::new();
     let mut command = "workshop-bridge".to_owned();
-    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    let mut in_usage = false;
+    for raw in rendered.lines() {
+        let line = raw.trim();
+        // The usage's further lines are indented under its first.
+        in_usage &= raw.starts_with(' ');
+        if line.is_empty() || in_usage {
+            continue;
+        }
         if let Some(usage) = line.strip_prefix("Usage: ") {
+            in_usage = true;
             command = usage
                 .split_whitespace()
                 .take_while(|w| !w.starts_with(['-', '<', '[']))
@@ -446,7 +465,10 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         check_config_folder(&path, explicit)?;
         let token = generate_token()?;
         save_token(&path, &token)?;
-        note(&token_saved_sentence(&file, explicit));
+        // The token itself is the output; that the file is new is worth a line.
+        if !file.existed() {
+            note(&token_saved_sentence(&file, explicit));
+        }
         config.token = Some(token);
     }
     write_stdout(&format!("{}\n", config.token.unwrap_or_default()))
@@ -697,6 +719,36 @@ mod tests {
         assert!(!names_target("workshop_bridge=trace,hyper=debug", "notify"));
         assert!(!names_target("notifyish=trace", "notify"));
         assert!(!names_target("", "notify"));
+    }
+
+    /// What `usage_failure` prints for `args`.
+    fn usage_sentence(args: &[&str]) -> String {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let e = match Cli::command().try_get_matches_from(&args) {
+            Err(e) => e,
+            Ok(_) => panic!("{args:?} is accepted"),
+        };
+        usage_text(&e, &args)
+    }
+
+    #[test]
+    fn command_line_mistakes_are_one_line_that_says_where_to_look() {
+        assert_eq!(
+            usage_sentence(&["workshop-bridge", "--port", "70000"]),
+            "`--port`: 70000 is not a port number; use one from 0 to 65535 (0 picks a free port)"
+        );
+        assert_eq!(
+            usage_sentence(&["workshop-bridge", "serve", "--prot", "1"]),
+            "unexpected argument '--prot' found; a similar argument exists: '--port'; `workshop-bridge serve --help` lists what it takes"
+        );
+        assert_eq!(
+            usage_sentence(&["workshop-bridge", "--port"]),
+            "a value is required for '--port <PORT>' but none was supplied; `workshop-bridge --help` lists what it takes"
+        );
+        assert_eq!(
+            usage_sentence(&["workshop-bridge", "frobnicate"]),
+            "unrecognized subcommand 'frobnicate'; `workshop-bridge --help` lists what it takes"
+        );
     }
 
     #[test]
