@@ -22,15 +22,6 @@ async fn run_to_end(mut cmd: Command) -> (i32, String) {
     )
 }
 
-/// The run failed, and its last line is the bridge's one sentence about `needle`.
-fn assert_fails_with(code: i32, stderr: &str, needle: &str) {
-    assert_ne!(code, 0, "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("workshop-bridge: "), "{stderr}");
-    assert!(last.contains(needle), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
-
 fn assert_one_clear_sentence(stderr: &str) {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
@@ -106,17 +97,6 @@ async fn the_first_run_generates_a_private_token_that_the_token_command_prints()
         .unwrap();
     assert_eq!(recv(&mut ws).await["type"], "state");
     child.kill().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_port_in_use_is_one_sentence_and_a_failure_exit() {
-    let world = World::new();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port().to_string();
-    let mut args = serve_args(&world);
-    args.extend(["--port".into(), port.clone()]);
-    let (code, stderr) = run_to_end(command(&world, &args)).await;
-    assert_fails_with(code, &stderr, &format!("port {port} is already in use"));
 }
 
 #[tokio::test]
@@ -362,6 +342,8 @@ struct Case {
     as_nobody: bool,
     code: i32,
     sentence: String,
+    /// Whatever must stay open while the bridge starts (a listener on the port it wants).
+    hold: Option<std::net::TcpListener>,
 }
 
 const NOBODY: u32 = 65534;
@@ -420,6 +402,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
             args: with(w, &["--port", "70000"]),
             env: vec![],
             as_nobody: false,
+            hold: None,
             code: 2,
             sentence: format!("`--port`: {PORT}"),
         }),
@@ -427,6 +410,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
             args: with(w, &[]),
             env: vec![("WORKSHOP_BRIDGE_PORT", "70000".into())],
             as_nobody: false,
+            hold: None,
             code: 2,
             sentence: format!("`WORKSHOP_BRIDGE_PORT` in the environment: {PORT}"),
         }),
@@ -436,6 +420,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args: with(w, &["--config", &config]),
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!("`port` in the config file {config} (line 2, column 8): {PORT}"),
             }
@@ -445,6 +430,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
             args: with(w, &[]),
             env: vec![("WORKSHOP_BRIDGE_PORT", "abc".into())],
             as_nobody: false,
+            hold: None,
             code: 2,
             sentence: "`WORKSHOP_BRIDGE_PORT` in the environment: abc is not a port number; use one from 0 to 65535 (0 picks a free port)".into(),
         }
@@ -453,6 +439,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
             args: with(w, &["--heartbeat-secs", "0"]),
             env: vec![],
             as_nobody: false,
+            hold: None,
             code: 1,
             sentence: format!("`--heartbeat-secs`: {HEARTBEAT}"),
         }),
@@ -460,6 +447,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
             args: with(w, &[]),
             env: vec![("WORKSHOP_BRIDGE_HEARTBEAT_SECS", "0".into())],
             as_nobody: false,
+            hold: None,
             code: 1,
             sentence: format!("`WORKSHOP_BRIDGE_HEARTBEAT_SECS` in the environment: {HEARTBEAT}"),
         }),
@@ -469,6 +457,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args: with(w, &["--config", &config]),
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "`heartbeat_secs` in the config file {config} (line 1, column 1): {HEARTBEAT}"
@@ -479,6 +468,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
             args: with(w, &[]),
             env: vec![("WORKSHOP_BRIDGE_NO_AUTH", "maybe".into())],
             as_nobody: false,
+            hold: None,
             code: 2,
             sentence: "`WORKSHOP_BRIDGE_NO_AUTH` in the environment: maybe is not true or false"
                 .into(),
@@ -493,6 +483,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args: with(w, &["--config", &config]),
                 env: vec![],
                 as_nobody,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "the config file {config} cannot be read (permission denied); make it readable by this user or give another with --config"
@@ -506,6 +497,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args: with(w, &["--config", &config.display().to_string()]),
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "the config file {} is a folder, not a file; give a file's path with --config",
@@ -522,6 +514,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args: with(w, &["--config", &config]),
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "the config file {config} is not valid TOML at line 2, column 14: string values must be quoted, expected literal string"
@@ -534,6 +527,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args: with(w, &["--config", &config]),
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "`prot` in the config file {config} (line 1, column 1): there is no such setting; the settings are the flags' names with underscores, as `workshop-bridge serve --help` lists them"
@@ -547,6 +541,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args: with(w, &[]),
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "the inbox folder {inbox} is a file, not a folder; move the file away or choose another folder with --inbox-dir"
@@ -565,6 +560,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args: with(w, &[]),
                 env: vec![],
                 as_nobody,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "the inbox folder {} is not writable (permission denied); make it writable for this user or choose another folder with --inbox-dir",
@@ -581,6 +577,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args,
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "the inbox folder {} cannot be made because {} does not exist (only the last folder of a path is made); create {} first or check --inbox-dir",
@@ -600,6 +597,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args,
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "the state file's folder {} cannot be made because {} does not exist (only the last folder of a path is made); create {} first or check --state-file",
@@ -617,6 +615,7 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args: with(w, &["--config", &config.display().to_string()]),
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "the config file's folder {} cannot be made because {} does not exist (only the last folder of a path is made); create {} first or check --config",
@@ -635,10 +634,25 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
                 args,
                 env: vec![],
                 as_nobody: false,
+                hold: None,
                 code: 1,
                 sentence: format!(
                     "the outbox folder {} cannot be made because {file} is a file, not a folder; check --outbox-dir",
                     outbox.display()
+                ),
+            }
+        }),
+        ("a port in use", |w| {
+            let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = taken.local_addr().unwrap().port().to_string();
+            Case {
+                args: with(w, &["--port", &port]),
+                env: vec![],
+                as_nobody: false,
+                hold: Some(taken),
+                code: 1,
+                sentence: format!(
+                    "port {port} is already in use on 127.0.0.1; stop the other program or choose another port with --port"
                 ),
             }
         }),
@@ -664,30 +678,8 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
             "{name}"
         );
         assert_eq!(tree(world.dir.path()), before, "{name}: nothing written");
+        drop(case.hold);
     }
-}
-
-#[tokio::test]
-async fn a_port_in_use_is_said_before_anything_else_and_nothing_is_written() {
-    let world = World::new();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port().to_string();
-    let before = tree(world.dir.path());
-    let (code, stderr) = run_to_end(command(&world, with(&world, &["--port", &port]))).await;
-    assert_eq!(
-        (code, stderr),
-        (
-            1,
-            format!(
-                "workshop-bridge: port {port} is already in use on 127.0.0.1; stop the other program or choose another port with --port\n"
-            )
-        )
-    );
-    assert_eq!(
-        tree(world.dir.path()),
-        before,
-        "no token saved, no folder made"
-    );
 }
 
 /// A fresh machine: no state file, no config file. The bridge says once that there is no
