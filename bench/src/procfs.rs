@@ -15,8 +15,9 @@ const TICKS_PER_SEC: f64 = 100.0;
 pub(crate) struct Sample {
     /// Resident set size, KiB (`VmRSS`).
     pub(crate) rss_kib: u64,
-    /// User + system CPU time of every thread, living or exited, in seconds.
-    pub(crate) cpu_secs: f64,
+    /// CPU time of every thread, living or exited, in seconds: in the program itself
+    /// (`utime`) and in the kernel on its behalf (`stime`).
+    pub(crate) cpu: Cpu,
     /// Voluntary + involuntary context switches, per thread id.
     switches: HashMap<u32, u64>,
 }
@@ -33,9 +34,37 @@ impl Sample {
             .sum()
     }
 
-    /// CPU seconds between `self` and `later`.
+    /// CPU seconds between `self` and `later`, user and kernel together.
     pub(crate) fn cpu_until(&self, later: &Sample) -> f64 {
-        (later.cpu_secs - self.cpu_secs).max(0.0)
+        let spent = self.cpu_split_until(later);
+        spent.user_secs + spent.system_secs
+    }
+
+    /// CPU seconds between `self` and `later`, user and kernel apart.
+    pub(crate) fn cpu_split_until(&self, later: &Sample) -> Cpu {
+        Cpu {
+            user_secs: (later.cpu.user_secs - self.cpu.user_secs).max(0.0),
+            system_secs: (later.cpu.system_secs - self.cpu.system_secs).max(0.0),
+        }
+    }
+}
+
+/// CPU time in user space and in the kernel, in seconds. Linux counts both in clock ticks
+/// (10 ms), splitting the precisely measured run time between them by where the process
+/// was at each timer tick: figures need many ticks' worth of work to mean much.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cpu {
+    pub(crate) user_secs: f64,
+    pub(crate) system_secs: f64,
+}
+
+impl Cpu {
+    /// Microseconds of each per `n` things done (deliveries, say); `None` for none.
+    pub(crate) fn micros_per(self, n: u64) -> Option<(f64, f64)> {
+        (n > 0).then(|| {
+            let n = n as f64;
+            (self.user_secs * 1e6 / n, self.system_secs * 1e6 / n)
+        })
     }
 }
 
@@ -47,7 +76,7 @@ pub(crate) fn sample(pid: u32) -> Result<Sample> {
     let rss_kib = status_field(&status, "VmRSS:").unwrap_or(0);
     let stat = fs::read_to_string(format!("{base}/stat"))
         .with_context(|| format!("cannot read {base}/stat"))?;
-    let cpu_secs = cpu_ticks(&stat)? as f64 / TICKS_PER_SEC;
+    let cpu = cpu_ticks(&stat)?;
     let mut switches = HashMap::new();
     let tasks = Path::new(&base).join("task");
     for entry in fs::read_dir(&tasks).with_context(|| format!("cannot list {}", tasks.display()))? {
@@ -65,7 +94,7 @@ pub(crate) fn sample(pid: u32) -> Result<Sample> {
     }
     Ok(Sample {
         rss_kib,
-        cpu_secs,
+        cpu,
         switches,
     })
 }
@@ -75,7 +104,7 @@ pub(crate) fn own_cpu_secs() -> f64 {
     fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| cpu_ticks(&s).ok())
-        .map_or(0.0, |t| t as f64 / TICKS_PER_SEC)
+        .map_or(0.0, |c| c.user_secs + c.system_secs)
 }
 
 fn status_field(status: &str, name: &str) -> Option<u64> {
@@ -86,8 +115,9 @@ fn status_field(status: &str, name: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// `utime + stime` from a `stat` line (fields 14 and 15; the command name may hold spaces).
-fn cpu_ticks(stat: &str) -> Result<u64> {
+/// `utime` and `stime` from a `stat` line (fields 14 and 15; the command name may hold
+/// spaces).
+fn cpu_ticks(stat: &str) -> Result<Cpu> {
     let Some(close) = stat.rfind(')') else {
         bail!("unexpected /proc stat format");
     };
@@ -100,7 +130,10 @@ fn cpu_ticks(stat: &str) -> Result<u64> {
             .parse::<u64>()
             .context("bad number in /proc stat")
     };
-    Ok(get(11)? + get(12)?)
+    Ok(Cpu {
+        user_secs: get(11)? as f64 / TICKS_PER_SEC,
+        system_secs: get(12)? as f64 / TICKS_PER_SEC,
+    })
 }
 
 /// Processes that look like another build sharing the machine (rustc, cc1, ld…).
@@ -142,12 +175,15 @@ mod tests {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0);
         assert!(!s.switches.is_empty());
-        assert!(s.cpu_secs >= 0.0);
+        assert!(s.cpu.user_secs >= 0.0 && s.cpu.system_secs >= 0.0);
     }
 
     #[test]
     fn parses_stat_with_spaces_in_the_name() {
         let line = "42 (my (odd) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
-        assert_eq!(cpu_ticks(line).unwrap(), 300);
+        let cpu = cpu_ticks(line).unwrap();
+        assert_eq!((cpu.user_secs, cpu.system_secs), (2.5, 0.5));
+        assert_eq!(cpu.micros_per(1000), Some((2500.0, 500.0)));
+        assert_eq!(cpu.micros_per(0), None);
     }
 }

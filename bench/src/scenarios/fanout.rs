@@ -80,6 +80,7 @@ async fn measure(ctx: &mut Ctx, server: &mut Server, rep: usize) -> Result<()> {
     let publisher = client::connect(port, "", Buffers::Large)
         .await
         .context("the publisher could not connect")?;
+    let cpu_before = server.sample()?;
     let published = publish(
         publisher,
         Duration::from_secs_f64(plan.fanout_secs),
@@ -112,7 +113,7 @@ async fn measure(ctx: &mut Ctx, server: &mut Server, rep: usize) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.check_alive()?;
+    let cpu_after = server.sample()?;
 
     let total: u64 = seen.iter().map(|s| s.barks.load(Ordering::Relaxed)).sum();
     let last_ns = seen
@@ -164,6 +165,13 @@ async fn measure(ctx: &mut Ctx, server: &mut Server, rep: usize) -> Result<()> {
         DELIVERED,
         label,
         100.0 * total as f64 / (expected as f64 * n as f64).max(1.0),
+    );
+    super::add_cpu_per_delivery(
+        r,
+        (ID, &case, label),
+        (super::BARK_USER, super::BARK_KERNEL),
+        (&cpu_before, &cpu_after),
+        total,
     );
     r.add(ID, &case, DROPPED, label, dropped as f64);
     r.add(ID, &case, BEHIND, label, behind as f64);

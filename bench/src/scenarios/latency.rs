@@ -121,6 +121,8 @@ async fn measure(ctx: &mut Ctx, server: &mut Server, v: Variant, size: usize) ->
             .with_context(|| format!("connecting {n} clients"))?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut samples = Vec::with_capacity(n * changes);
+        let cpu_before = server.sample()?;
+        let frames_before = fleet.frames;
         for _ in 0..changes {
             // Polling: change at a random phase of the 2 s cycle; otherwise a short pause.
             let pause = if poll {
@@ -138,9 +140,17 @@ async fn measure(ctx: &mut Ctx, server: &mut Server, v: Variant, size: usize) ->
             samples.extend(got);
             server.check_alive()?;
         }
+        let cpu_after = server.sample()?;
         samples.sort_by(f64::total_cmp);
         let case = case(size, n);
         let label = v.label();
+        super::add_cpu_per_delivery(
+            &mut ctx.results,
+            (ID, &case, label),
+            (super::STATE_USER, super::STATE_KERNEL),
+            (&cpu_before, &cpu_after),
+            fleet.frames - frames_before,
+        );
         ctx.results
             .add(ID, &case, P50, label, percentile(&samples, 50.0));
         ctx.results
@@ -175,6 +185,8 @@ struct Fleet {
     seqs: Vec<u64>,
     /// The `seq` every client has.
     seq: u64,
+    /// State frames received, by all clients together.
+    frames: u64,
 }
 
 impl Fleet {
@@ -188,6 +200,7 @@ impl Fleet {
             readers: Vec::new(),
             seqs: Vec::new(),
             seq: 0,
+            frames: 0,
         }
     }
 
@@ -268,6 +281,7 @@ impl Fleet {
             None => bail!("every client reader stopped"),
             Some(Event::Gone { client, why }) => bail!("client {client} was disconnected: {why}"),
             Some(Event::State { client, seq, at }) => {
+                self.frames += 1;
                 let Some(have) = self.seqs.get_mut(client) else {
                     return Ok(None);
                 };

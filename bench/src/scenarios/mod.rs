@@ -6,8 +6,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::procfs;
-use crate::results::Results;
+use crate::procfs::{self, Sample};
+use crate::results::{Better, Metric, Results};
 use crate::server::{Kind, Launch, Server, Tools};
 use crate::statefile::state_yaml;
 
@@ -33,6 +33,32 @@ pub(crate) fn name(id: u8) -> &'static str {
         .iter()
         .find(|(n, _)| *n == id)
         .map_or("?", |(_, name)| name)
+}
+
+/// The server's CPU per message delivered to one client, in user space and in the kernel.
+pub(crate) const STATE_USER: Metric =
+    Metric::new("user CPU per delivered state", "µs", Better::Lower);
+pub(crate) const STATE_KERNEL: Metric =
+    Metric::new("kernel CPU per delivered state", "µs", Better::Lower);
+pub(crate) const BARK_USER: Metric =
+    Metric::new("user CPU per delivered bark", "µs", Better::Lower);
+pub(crate) const BARK_KERNEL: Metric =
+    Metric::new("kernel CPU per delivered bark", "µs", Better::Lower);
+
+/// Records the server's user and kernel CPU between `before` and `after`, per delivery,
+/// as `metrics` (user, kernel). Everything the server did in between is counted (reading
+/// and parsing the state too), so this is what a delivery costs all told.
+pub(crate) fn add_cpu_per_delivery(
+    results: &mut Results,
+    (id, case, server): (u8, &str, &str),
+    metrics: (Metric, Metric),
+    (before, after): (&Sample, &Sample),
+    deliveries: u64,
+) {
+    if let Some((user, kernel)) = before.cpu_split_until(after).micros_per(deliveries) {
+        results.add(id, case, metrics.0, server, user);
+        results.add(id, case, metrics.1, server, kernel);
+    }
 }
 
 /// How much of everything: the full run, or the quick one that guards against rot.
