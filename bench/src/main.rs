@@ -1,9 +1,9 @@
 //! `bridge-bench`: the bridge, the Python peer and the Node peer, side by side, in one run.
 //!
 //! Starts each server on port 0 with a temporary state file and inbox, drives it over real
-//! WebSockets (the six scenarios of bench/BENCHMARKS.md), reads its cost from `/proc`, and writes a table
-//! (stdout), `results.json` (every figure), `results.md` (the tables for BENCHMARKS.md) and
-//! `latency.svg`. `--quick` is the small version the test command runs so this cannot rot.
+//! WebSockets (the seven scenarios of bench/BENCHMARKS.md), reads its cost from `/proc`, and
+//! writes a table (stdout), `results.json` (every figure), `results.md` (the tables for
+//! BENCHMARKS.md) and `latency.svg`. `--quick` is the small version the test command runs so this cannot rot.
 
 mod chart;
 mod client;
@@ -36,8 +36,9 @@ struct Cli {
     /// server still work (exits non-zero if any server fails to start or a scenario errors)
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run: 1 latency, 2 fan-out, 3 connections, 4 idle, 5 inbox, 6 start-up
-    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 3, 4, 5, 6])]
+    /// Scenarios to run: 1 latency, 2 fan-out, 3 connections, 4 idle, 5 inbox, 6 start-up,
+    /// 7 CPU per delivery
+    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 3, 4, 5, 6, 7])]
     scenarios: Vec<u8>,
     /// Servers to compare (python also runs python-poll in scenario 1)
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Kind::Bridge, Kind::Python, Kind::Node])]
@@ -57,6 +58,15 @@ struct Cli {
     /// State sizes of scenario 1, in bytes [default: 2000,200000]
     #[arg(long, value_delimiter = ',')]
     latency_sizes: Vec<usize>,
+    /// Clients of scenario 7 [default: 200; 20 with --quick]
+    #[arg(long)]
+    cost_clients: Option<usize>,
+    /// State changes of scenario 7 [default: 100; 10 with --quick]
+    #[arg(long)]
+    cost_changes: Option<usize>,
+    /// Barks of scenario 7 [default: 100; 10 with --quick]
+    #[arg(long)]
+    cost_barks: Option<usize>,
     /// Where results.json, results.md and latency.svg go
     /// [default: bench/results; target/bench-quick with --quick]
     #[arg(long)]
@@ -127,6 +137,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         c.dedup();
         plan.latency_clients = c;
     }
+    if let Some(c) = cli.cost_clients {
+        plan.cost_clients = c.max(1);
+    }
+    if let Some(c) = cli.cost_changes {
+        plan.cost_changes = c;
+    }
+    if let Some(b) = cli.cost_barks {
+        plan.cost_barks = b;
+    }
     if !cli.latency_sizes.is_empty() {
         plan.latency_sizes = cli.latency_sizes.clone();
         plan.poll_sizes.retain(|s| cli.latency_sizes.contains(s));
@@ -144,8 +163,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let mut ids = cli.scenarios.clone();
     ids.sort_unstable();
     ids.dedup();
-    if let Some(bad) = ids.iter().find(|i| !(1..=6).contains(*i)) {
-        bail!("there is no scenario {bad}; scenarios are 1 to 6");
+    if let Some(bad) = ids.iter().find(|i| !(1..=7).contains(*i)) {
+        bail!("there is no scenario {bad}; scenarios are 1 to 7");
     }
 
     // Thousands of sockets in this process, and in the servers, which inherit the limit.

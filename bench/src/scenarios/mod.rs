@@ -1,4 +1,4 @@
-//! The six scenarios of bench/BENCHMARKS.md, and what they share.
+//! The seven scenarios of bench/BENCHMARKS.md, and what they share.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use crate::server::{Kind, Launch, Server, Tools};
 use crate::statefile::state_yaml;
 
 pub(crate) mod connections;
+pub(crate) mod cost;
 pub(crate) mod fanout;
 pub(crate) mod idle;
 pub(crate) mod inbox;
@@ -19,13 +20,14 @@ pub(crate) mod latency;
 pub(crate) mod startup;
 
 /// The scenarios, by number.
-pub(crate) const NAMES: [(u8, &str); 6] = [
+pub(crate) const NAMES: [(u8, &str); 7] = [
     (1, "change latency"),
     (2, "fan-out"),
     (3, "connections"),
     (4, "idle cost"),
     (5, "inbox"),
     (6, "start-up"),
+    (7, "CPU per delivery"),
 ];
 
 pub(crate) fn name(id: u8) -> &'static str {
@@ -95,6 +97,10 @@ pub(crate) struct Plan {
     /// Scenario 6: how long after start-up the idle RSS is read.
     #[serde(with = "secs")]
     pub(crate) startup_rss_after: Duration,
+    /// Scenario 7: clients, state changes, then barks.
+    pub(crate) cost_clients: usize,
+    pub(crate) cost_changes: usize,
+    pub(crate) cost_barks: usize,
 }
 
 impl Plan {
@@ -121,6 +127,9 @@ impl Plan {
             inbox_senders: 10,
             inbox_secs: 10.0,
             startup_rss_after: Duration::from_secs(1),
+            cost_clients: 200,
+            cost_changes: 100,
+            cost_barks: 100,
         }
     }
 
@@ -147,6 +156,9 @@ impl Plan {
             inbox_senders: 10,
             inbox_secs: 1.0,
             startup_rss_after: Duration::from_millis(500),
+            cost_clients: 20,
+            cost_changes: 10,
+            cost_barks: 10,
         }
     }
 }
@@ -265,7 +277,7 @@ pub(crate) fn units(id: u8, plan: &Plan, kinds: &[Kind]) -> u64 {
                 sizes.len() as u64 * reps
             })
             .sum(),
-        2..=5 => n * reps,
+        2..=5 | 7 => n * reps,
         6 => n * plan.startup_reps as u64,
         _ => 0,
     }
@@ -280,6 +292,7 @@ pub(crate) async fn run(id: u8, ctx: &mut Ctx, kinds: &[Kind]) -> bool {
         4 => idle::run(ctx, kinds).await,
         5 => inbox::run(ctx, kinds).await,
         6 => startup::run(ctx, kinds).await,
+        7 => cost::run(ctx, kinds).await,
         _ => true,
     }
 }
@@ -299,7 +312,7 @@ pub(crate) async fn on_fresh_server(
     outcome
 }
 
-/// Scenarios 2–6: `reps` times, on every event-driven server in turn, a fresh server with a
+/// Scenarios 2–7: `reps` times, on every event-driven server in turn, a fresh server with a
 /// 2 KB state and `measure(ctx, server, rep)`; false if any run failed.
 pub(crate) async fn each_server(
     ctx: &mut Ctx,
@@ -329,7 +342,7 @@ pub(crate) async fn each_server(
     ok
 }
 
-/// Kinds for scenarios 2–6: the polling variant only matters for latency.
+/// Kinds for scenarios 2–7: the polling variant only matters for latency.
 pub(crate) fn event_driven(kinds: &[Kind]) -> Vec<Kind> {
     kinds
         .iter()
