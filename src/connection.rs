@@ -84,8 +84,12 @@ pub(crate) async fn serve(
     tracing::info!(peer = %opts.peer, path = %opts.path, client = id, admitted = ?opts.admitted.admission, clients = count, "client connected");
 
     let (sink, stream) = socket.split();
+    // Cancelled when the reader or the writer ends; it stops the other.
     let end = CancellationToken::new();
+    // Should this task be dropped before the connection ends, the reader stops too.
+    let _stop_reader = end.clone().drop_guard();
     let last_seen = Arc::new(LastSeen::new());
+    let opts = Arc::new(opts);
 
     let writer = Writer {
         sink,
@@ -100,7 +104,7 @@ pub(crate) async fn serve(
     let reader = Reader {
         id,
         hub: hub.clone(),
-        opts: &opts,
+        opts: Arc::clone(&opts),
         replies,
         kick: Arc::clone(&kick),
         last_seen,
@@ -114,26 +118,35 @@ pub(crate) async fn serve(
         own_ids: RecentIds::new(REMEMBER_IDS_FOR, CONNECTION_IDS_BYTES),
     };
 
-    let (read_end, write_end) = tokio::join!(
-        async {
+    // The reader is a task of its own: in one task with the writer, every state or message
+    // sent would also poll the reader (and every frame read would poll the writer).
+    let read = tokio::spawn({
+        let end = end.clone();
+        async move {
             let r = reader.run(stream, &end).await;
             end.cancel();
             r
-        },
-        async {
-            let r = writer.run(&kick, &shutdown, &end).await;
-            end.cancel();
-            r
         }
-    );
-    let (reader, read_reason) = read_end;
+    });
+    let write_end = writer.run(&kick, &shutdown, &end).await;
+    end.cancel();
+    let read_end = read.await;
+    let read_reason = match &read_end {
+        Ok((_, reason)) => reason,
+        Err(e) => {
+            tracing::error!(peer = %opts.peer, client = id, error = %e, "the connection's reader failed");
+            "connection lost"
+        }
+    };
     let reason = kick.reason().or(write_end).unwrap_or(read_reason);
     let reason = if shutdown.is_cancelled() {
         "bridge shutting down"
     } else {
         reason
     };
-    reader.visitor_gone(reason).await;
+    if let Ok((reader, _)) = read_end {
+        reader.visitor_gone(reason).await;
+    }
     let count = hub.leave(id, reason);
     tracing::info!(peer = %opts.peer, path = %opts.path, client = id, reason, clients = count, "client disconnected");
 }
@@ -354,10 +367,10 @@ async fn until_stalled_or_kicked<E>(
     }
 }
 
-struct Reader<'a> {
+struct Reader {
     id: u64,
     hub: Hub,
-    opts: &'a ConnectionOptions,
+    opts: Arc<ConnectionOptions>,
     replies: Replies,
     kick: Arc<Kick>,
     last_seen: Arc<LastSeen>,
@@ -370,7 +383,7 @@ struct Reader<'a> {
     own_ids: RecentIds,
 }
 
-impl Reader<'_> {
+impl Reader {
     /// Reads until the client goes or the connection is ending; returns itself (it knows
     /// who is still present) and why it stopped.
     async fn run(

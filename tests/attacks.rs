@@ -429,10 +429,12 @@ async fn no_client_may_say_what_only_the_bridge_says() {
     let world = World::with_state("a: 1\n");
     let bridge = start(world.config()).await;
     let (mut watcher, _) = connect_with_state(&bridge, "/").await;
-    let viewer = localhost_page(&bridge).await;
-    let program = agent(&bridge, "timmy").await;
+    let mut viewer = localhost_page(&bridge).await;
+    let mut program = agent(&bridge, "timmy").await;
     recv_type(&mut watcher, "agent_joined").await;
-    for mut client in [viewer, program] {
+    // Both stay connected until the probe: a client going away is news the watcher is told
+    // (`agent_left`), whenever the bridge notices it.
+    for client in [&mut viewer, &mut program] {
         for kind in [
             "system_status",
             "agent_joined",
@@ -445,7 +447,7 @@ async fn no_client_may_say_what_only_the_bridge_says() {
         ] {
             let forged = json!({"type": kind, "status": "shutting_down", "data": {"status": "shutting_down"}, "agentId": "timmy"});
             assert_eq!(
-                refused_with(&mut client, forged).await,
+                refused_with(client, forged).await,
                 "reserved_type",
                 "{kind}"
             );
