@@ -6,6 +6,7 @@
 //! answers through the client's own queue.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -72,7 +73,15 @@ pub(crate) async fn serve(
     opts: ConnectionOptions,
     shutdown: CancellationToken,
 ) {
-    let (membership, count) = hub.join(opts.peer, opts.path.clone(), opts.admitted.admission);
+    // The writer's one signal to end: cancelled by a kick, by the bridge shutting down (it
+    // is a child of the bridge's token) and by the reader when the client goes.
+    let stop = shutdown.child_token();
+    let (membership, count) = hub.join(
+        opts.peer,
+        opts.path.clone(),
+        opts.admitted.admission,
+        stop.clone(),
+    );
     let Membership {
         id,
         rx,
@@ -125,10 +134,11 @@ pub(crate) async fn serve(
         async move {
             let r = reader.run(stream, &end).await;
             end.cancel();
+            stop.cancel();
             r
         }
     });
-    let write_end = writer.run(&kick, &shutdown, &end).await;
+    let write_end = writer.run(&kick, &end).await;
     end.cancel();
     let read_end = read.await;
     let read_reason = match &read_end {
@@ -190,43 +200,19 @@ struct Writer {
 
 impl Writer {
     /// Sends until the connection should end; returns a reason if the writer decided it.
-    async fn run(
-        mut self,
-        kick: &Kick,
-        shutdown: &CancellationToken,
-        end: &CancellationToken,
-    ) -> Option<&'static str> {
+    async fn run(mut self, kick: &Kick, end: &CancellationToken) -> Option<&'static str> {
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Waited on for the whole connection, not afresh for every message: a new wait
+        // takes the token's locks to register and again to deregister.
+        let mut stop = pin!(kick.signal());
         // The client's first message is the current state, if there is one.
         self.snapshots.mark_changed();
         loop {
             let sent = tokio::select! {
                 biased;
-                // Before `end`: the reader kicks and then ends, and the client must still be
-                // told why (1008, 1009).
-                farewell = kick.kicked() => {
-                    if let Some(words) = farewell.last_words {
-                        self.send_farewell(Message::Text(words)).await;
-                    }
-                    self.close(farewell.code, farewell.reason).await;
-                    return Some(farewell.reason);
-                }
-                () = end.cancelled() => {
-                    // The client closed: flush the close reply the protocol owes it.
-                    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.sink.close()).await;
-                    return None;
-                }
-                () = shutdown.cancelled() => {
-                    let bye = ServerMessage::SystemStatus {
-                        data: SystemStatus { status: "shutting_down" },
-                    }
-                    .to_text();
-                    self.send_farewell(Message::Text(bye)).await;
-                    self.close(close::GOING_AWAY, "bridge shutting down").await;
-                    return Some("bridge shutting down");
-                }
+                () = &mut stop => return self.finish(kick, end).await,
                 changed = self.snapshots.changed() => match changed {
                     Ok(()) => self.send_state(false, kick).await,
                     // The state watcher is gone: the bridge is stopping.
@@ -246,10 +232,10 @@ impl Writer {
             };
             if sent.is_err() {
                 // Kicked while a send was stuck: say why, if the socket still takes it.
-                if let Some(reason) = kick.reason() {
-                    let farewell = kick.kicked().await;
+                // (A send is also given up when the client goes or the bridge stops.)
+                if let Some(farewell) = kick.farewell() {
                     self.close(farewell.code, farewell.reason).await;
-                    return Some(reason);
+                    return Some(farewell.reason);
                 }
                 // The client's close frame may have arrived while this send was on its way
                 // (the socket refuses data after it); the reader is then ending. Flush the
@@ -264,6 +250,35 @@ impl Writer {
                 return Some("send failed");
             }
         }
+    }
+
+    /// Closes the connection as its end asks: told why if it was kicked, else with the
+    /// close reply the client is owed if it closed, else with a goodbye as the bridge shuts
+    /// down. A kick comes first: the reader kicks and then ends, and the client must still
+    /// be told why (1008, 1009).
+    async fn finish(&mut self, kick: &Kick, end: &CancellationToken) -> Option<&'static str> {
+        if let Some(farewell) = kick.farewell() {
+            if let Some(words) = farewell.last_words {
+                self.send_farewell(Message::Text(words)).await;
+            }
+            self.close(farewell.code, farewell.reason).await;
+            return Some(farewell.reason);
+        }
+        if end.is_cancelled() {
+            // The client closed: flush the close reply the protocol owes it.
+            let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.sink.close()).await;
+            return None;
+        }
+        // Neither kicked nor left: the bridge is shutting down.
+        let bye = ServerMessage::SystemStatus {
+            data: SystemStatus {
+                status: "shutting_down",
+            },
+        }
+        .to_text();
+        self.send_farewell(Message::Text(bye)).await;
+        self.close(close::GOING_AWAY, "bridge shutting down").await;
+        Some("bridge shutting down")
     }
 
     /// Sends the newest state: a patch when the client has the one before, else in full.
@@ -349,8 +364,8 @@ impl Drop for Writer {
     }
 }
 
-/// Runs a send: `Err` if it fails, takes longer than `limit`, or the connection is told to
-/// close meanwhile (a stalled send must not delay that).
+/// Runs a send: `Err` if it fails, takes longer than `limit`, or the connection is to end
+/// meanwhile (a stalled send must not delay that).
 async fn until_stalled_or_kicked<E>(
     limit: Duration,
     kick: &Kick,
@@ -363,7 +378,7 @@ async fn until_stalled_or_kicked<E>(
         biased;
         sent = send => sent.map_err(drop),
         () = async { tokio::time::sleep(limit).await } => Err(()),
-        _ = kick.kicked() => Err(()),
+        () = kick.signal() => Err(()),
     }
 }
 

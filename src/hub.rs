@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::auth::Admission;
 use crate::inbox::Inbox;
@@ -126,7 +126,12 @@ impl Outbound {
 }
 
 /// Tells a connection to close, with the first reason given.
-#[derive(Debug, Default)]
+///
+/// Its token is the connection's one signal to end: a kick cancels it with a reason, and
+/// whatever else ends a connection (the bridge shutting down, the client going) cancels it
+/// without one. The writer waits on this token alone rather than on one per cause, since
+/// it polls what it waits on every time it wakes, and each wait costs the token's locks.
+#[derive(Debug)]
 pub(crate) struct Kick {
     token: CancellationToken,
     reason: OnceLock<Farewell>,
@@ -141,6 +146,13 @@ pub(crate) struct Farewell {
 }
 
 impl Kick {
+    fn new(token: CancellationToken) -> Self {
+        Self {
+            token,
+            reason: OnceLock::new(),
+        }
+    }
+
     /// Asks the connection to close; only the first reason counts. True if this was it.
     pub(crate) fn kick(&self, code: u16, reason: &'static str) -> bool {
         self.kick_with(Farewell {
@@ -157,14 +169,15 @@ impl Kick {
         first
     }
 
-    /// Completes once the connection has been told to close.
-    pub(crate) async fn kicked(&self) -> Farewell {
-        self.token.cancelled().await;
-        self.reason.get().cloned().unwrap_or(Farewell {
-            code: close::GOING_AWAY,
-            reason: "closed",
-            last_words: None,
-        })
+    /// Completes once the connection must end, kicked or not (see [`Kick`]). It may be
+    /// polled again after it completed, so a writer can keep one for its whole life.
+    pub(crate) fn signal(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    /// How the connection is to be closed, if it was kicked.
+    pub(crate) fn farewell(&self) -> Option<Farewell> {
+        self.reason.get().cloned()
     }
 
     /// Why the connection was told to close, if it was.
@@ -259,11 +272,13 @@ impl Hub {
     }
 
     /// Adds a client; returns its id, queue and kick switch. Also the number now connected.
+    /// `stop` is the connection's signal to end, which a kick cancels (see [`Kick`]).
     pub(crate) fn join(
         &self,
         peer: SocketAddr,
         path: String,
         admitted: Admission,
+        stop: CancellationToken,
     ) -> (Membership, usize) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.shared.limits.messages);
@@ -271,7 +286,7 @@ impl Hub {
             client: AtomicUsize::new(0),
             total: Arc::clone(&self.shared.queued_total),
         });
-        let kick = Arc::new(Kick::default());
+        let kick = Arc::new(Kick::new(stop));
         let info = ClientInfo {
             id,
             peer,
@@ -600,6 +615,7 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             "/ws".into(),
             Admission::Loopback,
+            CancellationToken::new(),
         );
         hub.register(m.id, name.into(), "agent".into()).unwrap();
         m
@@ -620,7 +636,12 @@ mod tests {
                 total_bytes: usize::MAX,
             },
         );
-        let (viewer, _) = hub.join("127.0.0.1:1".parse().unwrap(), "/".into(), Admission::Token);
+        let (viewer, _) = hub.join(
+            "127.0.0.1:1".parse().unwrap(),
+            "/".into(),
+            Admission::Token,
+            CancellationToken::new(),
+        );
         // One message larger than the bound still goes into an empty queue…
         hub.broadcast(text(300), None);
         assert_eq!(viewer.kick.reason(), None);
