@@ -291,7 +291,10 @@ impl Writer {
 
     /// The newest state as this client should get it, if there is one.
     fn state_message(&mut self, force_full: bool) -> Option<Message> {
-        let snapshot = self.snapshots.borrow_and_update().clone()?;
+        // Only the bytes are taken, under the borrow: cloning the snapshot's `Arc` would be
+        // two more atomic operations, on a count every client shares, per delivery.
+        let newest = self.snapshots.borrow_and_update();
+        let snapshot = newest.as_deref()?;
         let text = match (&snapshot.patch, self.last_seq) {
             (Some(patch), Some(last)) if self.diff && !force_full && last + 1 == snapshot.seq => {
                 patch.clone()
