@@ -66,22 +66,15 @@ pub(crate) struct ConnectionOptions {
     pub(crate) max_json_depth: usize,
 }
 
-/// Runs the connection to its end. `shutdown` is the bridge's.
+/// Runs the connection to its end. `shutdown` is the bridge's (the hub ends every
+/// connection when it is cancelled).
 pub(crate) async fn serve(
     socket: WebSocket,
     hub: Hub,
     opts: ConnectionOptions,
     shutdown: CancellationToken,
 ) {
-    // The writer's one signal to end: cancelled by a kick, by the bridge shutting down (it
-    // is a child of the bridge's token) and by the reader when the client goes.
-    let stop = shutdown.child_token();
-    let (membership, count) = hub.join(
-        opts.peer,
-        opts.path.clone(),
-        opts.admitted.admission,
-        stop.clone(),
-    );
+    let (membership, count) = hub.join(opts.peer, opts.path.clone(), opts.admitted.admission);
     let Membership {
         id,
         rx,
@@ -132,10 +125,11 @@ pub(crate) async fn serve(
     let read = tokio::spawn({
         let end = end.clone();
         async move {
-            let r = reader.run(stream, &end).await;
+            let (reader, reason) = reader.run(stream, &end).await;
             end.cancel();
-            stop.cancel();
-            r
+            // The client is gone: the writer's one signal to end (see `Kick`).
+            reader.kick.end();
+            (reader, reason)
         }
     });
     let write_end = writer.run(&kick, &end).await;
@@ -215,8 +209,9 @@ impl Writer {
                 () = &mut stop => return self.finish(kick, end).await,
                 changed = self.snapshots.changed() => match changed {
                     Ok(()) => self.send_state(false, kick).await,
-                    // The state watcher is gone: the bridge is stopping.
-                    Err(_) => return Some("bridge shutting down"),
+                    // The state watcher is gone: the bridge is stopping, and the hub's word
+                    // of it may not have come yet.
+                    Err(_) => return self.finish(kick, end).await,
                 },
                 out = self.rx.recv() => match out {
                     Some(first) => self.send_queued(first, kick).await,
@@ -269,7 +264,7 @@ impl Writer {
             let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.sink.close()).await;
             return None;
         }
-        // Neither kicked nor left: the bridge is shutting down.
+        // Neither kicked nor gone: the bridge is shutting down.
         let bye = ServerMessage::SystemStatus {
             data: SystemStatus {
                 status: "shutting_down",

@@ -9,14 +9,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Poll;
 use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::auth::Admission;
 use crate::inbox::Inbox;
@@ -125,16 +126,19 @@ impl Outbound {
     }
 }
 
-/// Tells a connection to close, with the first reason given.
+/// Tells a connection to close, with the first reason given; and the connection's one
+/// signal to end, which whatever else ends it (the client going, the bridge shutting down)
+/// gives without a reason.
 ///
-/// Its token is the connection's one signal to end: a kick cancels it with a reason, and
-/// whatever else ends a connection (the bridge shutting down, the client going) cancels it
-/// without one. The writer waits on this token alone rather than on one per cause, since
-/// it polls what it waits on every time it wakes, and each wait costs the token's locks.
-#[derive(Debug)]
+/// The writer waits on this one signal rather than on one per cause, and polls it every
+/// time it wakes (for every state and message it sends): so it is a flag and a waker slot,
+/// checked without a lock, rather than a cancellation token, whose every wait takes two.
+#[derive(Debug, Default)]
 pub(crate) struct Kick {
-    token: CancellationToken,
     reason: OnceLock<Farewell>,
+    ended: AtomicBool,
+    /// The writer's, the only task that waits on the signal.
+    writer: AtomicWaker,
 }
 
 /// How a connection is closed: code, reason, and optionally a last message before it.
@@ -146,13 +150,6 @@ pub(crate) struct Farewell {
 }
 
 impl Kick {
-    fn new(token: CancellationToken) -> Self {
-        Self {
-            token,
-            reason: OnceLock::new(),
-        }
-    }
-
     /// Asks the connection to close; only the first reason counts. True if this was it.
     pub(crate) fn kick(&self, code: u16, reason: &'static str) -> bool {
         self.kick_with(Farewell {
@@ -165,14 +162,35 @@ impl Kick {
     /// Like [`Kick::kick`], sending `farewell.last_words` first, ahead of anything queued.
     pub(crate) fn kick_with(&self, farewell: Farewell) -> bool {
         let first = self.reason.set(farewell).is_ok();
-        self.token.cancel();
+        self.end();
         first
     }
 
-    /// Completes once the connection must end, kicked or not (see [`Kick`]). It may be
-    /// polled again after it completed, so a writer can keep one for its whole life.
-    pub(crate) fn signal(&self) -> WaitForCancellationFuture<'_> {
-        self.token.cancelled()
+    /// Ends the connection without a reason of its own: the client went, or the bridge is
+    /// shutting down.
+    pub(crate) fn end(&self) {
+        // Release: whoever sees the flag also sees a reason set before it.
+        self.ended.store(true, Ordering::Release);
+        self.writer.wake();
+    }
+
+    /// Completes once the connection must end, kicked or not. Only the connection's writer
+    /// may wait on it (there is one waker slot); it may be polled again after it completed,
+    /// so the writer can keep one for its whole life.
+    pub(crate) fn signal(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.ended.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.writer.register(cx.waker());
+            // Ended between the check and the registration: that wake may have found the
+            // slot empty.
+            if self.ended.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// How the connection is to be closed, if it was kicked.
@@ -210,6 +228,8 @@ struct Shared {
 struct Registry {
     clients: HashMap<u64, Entry>,
     agents: HashMap<String, u64>,
+    /// The bridge is shutting down: every connection is ended, those that join too.
+    ending: bool,
 }
 
 struct Entry {
@@ -272,13 +292,11 @@ impl Hub {
     }
 
     /// Adds a client; returns its id, queue and kick switch. Also the number now connected.
-    /// `stop` is the connection's signal to end, which a kick cancels (see [`Kick`]).
     pub(crate) fn join(
         &self,
         peer: SocketAddr,
         path: String,
         admitted: Admission,
-        stop: CancellationToken,
     ) -> (Membership, usize) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.shared.limits.messages);
@@ -286,7 +304,7 @@ impl Hub {
             client: AtomicUsize::new(0),
             total: Arc::clone(&self.shared.queued_total),
         });
-        let kick = Arc::new(Kick::new(stop));
+        let kick = Arc::new(Kick::default());
         let info = ClientInfo {
             id,
             peer,
@@ -300,6 +318,9 @@ impl Hub {
         };
         let count = {
             let mut reg = self.registry();
+            if reg.ending {
+                kick.end();
+            }
             reg.clients.insert(
                 id,
                 Entry {
@@ -520,6 +541,16 @@ impl Hub {
         self.shared.started_at
     }
 
+    /// Ends every connection, and any that joins from now on, without a reason of its own:
+    /// the bridge is shutting down, and each says goodbye as it ends.
+    pub(crate) fn end_all(&self) {
+        let mut reg = self.registry();
+        reg.ending = true;
+        for entry in reg.clients.values() {
+            entry.kick.end();
+        }
+    }
+
     /// Asks every connection to close with `code` (used when the token changes).
     pub(crate) fn disconnect_all(&self, code: u16, reason: &'static str) {
         for entry in self.registry().clients.values() {
@@ -615,7 +646,6 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             "/ws".into(),
             Admission::Loopback,
-            CancellationToken::new(),
         );
         hub.register(m.id, name.into(), "agent".into()).unwrap();
         m
@@ -636,12 +666,7 @@ mod tests {
                 total_bytes: usize::MAX,
             },
         );
-        let (viewer, _) = hub.join(
-            "127.0.0.1:1".parse().unwrap(),
-            "/".into(),
-            Admission::Token,
-            CancellationToken::new(),
-        );
+        let (viewer, _) = hub.join("127.0.0.1:1".parse().unwrap(), "/".into(), Admission::Token);
         // One message larger than the bound still goes into an empty queue…
         hub.broadcast(text(300), None);
         assert_eq!(viewer.kick.reason(), None);

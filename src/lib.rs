@@ -181,6 +181,15 @@ impl PreparedBridge {
         let tasks = TaskTracker::new();
         let connections = TaskTracker::new();
         tasks.spawn(state.run(Arc::clone(&state_watch.wake), shutdown.clone()));
+        // Connections hear of the shutdown from the hub: each writer then waits on a flag of
+        // its own rather than on the token every connection shares (see `hub::Kick`).
+        tasks.spawn({
+            let (hub, shutdown) = (hub.clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                hub.end_all();
+            }
+        });
         tasks.spawn(outbox::run(
             config.outbox_dir.clone(),
             hub.clone(),
