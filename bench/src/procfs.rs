@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 /// Clock ticks per second of `utime`/`stime` (`USER_HZ`, 100 on every Linux architecture).
-const TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
 
 /// One reading of a process.
 #[derive(Debug, Clone)]

@@ -120,6 +120,7 @@ async fn measure(ctx: &mut Ctx, server: &mut Server) -> Result<()> {
     if let Some((user, kernel)) = one.cpu().micros_per(changes as u64) {
         r.add(ID, &case(1), CHANGE_USER, label, user);
         r.add(ID, &case(1), CHANGE_KERNEL, label, kernel);
+        super::note_if_coarse(r, (ID, &case(1), label), one.cpu());
     }
     let case = case(n);
     super::add_cpu_per_delivery(

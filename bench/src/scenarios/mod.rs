@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::procfs::{self, Sample};
+use crate::procfs::{self, Cpu, Sample};
 use crate::results::{Better, Metric, Results};
 use crate::server::{Kind, Launch, Server, Tools};
 use crate::statefile::state_yaml;
@@ -57,9 +57,40 @@ pub(crate) fn add_cpu_per_delivery(
     (before, after): (&Sample, &Sample),
     deliveries: u64,
 ) {
-    if let Some((user, kernel)) = before.cpu_split_until(after).micros_per(deliveries) {
+    let spent = before.cpu_split_until(after);
+    if let Some((user, kernel)) = spent.micros_per(deliveries) {
         results.add(id, case, metrics.0, server, user);
         results.add(id, case, metrics.1, server, kernel);
+        note_if_coarse(results, (id, case, server), spent);
+    }
+}
+
+/// Clock ticks of CPU time below which a figure is too coarse to compare (±1 tick is
+/// then more than 5 %).
+const FINE_TICKS: f64 = 20.0;
+
+/// Notes, once per scenario, the cases whose CPU figures rest on too few clock ticks.
+pub(crate) fn note_if_coarse(
+    results: &mut Results,
+    (id, case, server): (u8, &str, &str),
+    spent: Cpu,
+) {
+    let ticks = (spent.user_secs + spent.system_secs) * procfs::TICKS_PER_SEC;
+    if ticks >= FINE_TICKS {
+        return;
+    }
+    let prefix = format!(
+        "{}: read CPU figures as rough where they rest on fewer than {FINE_TICKS} clock ticks of 10 ms:",
+        name(id)
+    );
+    let this = format!("{case} ({server})");
+    match results.notes.iter_mut().find(|n| n.starts_with(&prefix)) {
+        Some(note) if !note.contains(&this) => {
+            note.push_str("; ");
+            note.push_str(&this);
+        }
+        Some(_) => {}
+        None => results.notes.push(format!("{prefix} {this}")),
     }
 }
 
