@@ -198,8 +198,7 @@ impl Writer {
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Waited on for the whole connection, not afresh for every message: a new wait
-        // takes the token's locks to register and again to deregister.
+        // The connection's one signal to end (see `Kick`), waited on for its whole life.
         let mut stop = pin!(kick.signal());
         // The client's first message is the current state, if there is one.
         self.snapshots.mark_changed();

@@ -132,7 +132,8 @@ impl Outbound {
 ///
 /// The writer waits on this one signal rather than on one per cause, and polls it every
 /// time it wakes (for every state and message it sends): so it is a flag and a waker slot,
-/// checked without a lock, rather than a cancellation token, whose every wait takes two.
+/// checked without a lock, rather than a cancellation token, whose every poll takes two
+/// locks.
 #[derive(Debug, Default)]
 pub(crate) struct Kick {
     reason: OnceLock<Farewell>,
