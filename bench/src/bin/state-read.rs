@@ -1,6 +1,6 @@
 //! How long the bridge takes to read a state file: text to the JSON every client is sent,
 //! for the benchmark's 2 KB and 200 KB states (bench/src/statefile.rs), in this process, on
-//! one core. Run with `cargo run --release -p bridge-bench --bin state-read`.
+//! one core. Run with `cargo run --release -p workshop-bridge-bench --bin state-read`.
 
 use std::io::Write;
 use std::time::Instant;
