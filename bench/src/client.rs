@@ -8,10 +8,18 @@ use std::future::Future;
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// Why a connection ended, when the server closed it.
+pub(crate) fn closed_by_server(frame: Option<CloseFrame>) -> String {
+    match frame {
+        Some(f) => format!("closed by the server ({} {})", f.code, f.reason),
+        None => "closed by the server".to_owned(),
+    }
+}
 
 /// How big a client's buffers are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,10 @@ fn main() -> Result<()> {
         None => 300,
     };
     let mut out = std::io::stdout().lock();
-    writeln!(out, "| state | rounds | min (ms) | median (ms) | p99 (ms) |")?;
+    writeln!(
+        out,
+        "| state | rounds | min (ms) | median (ms) | p99 (ms) |"
+    )?;
     writeln!(out, "| --- | ---: | ---: | ---: | ---: |")?;
     for size in [2_000, 200_000] {
         let text = statefile::state_yaml(size, 1);

@@ -324,14 +324,7 @@ async fn read(client: usize, mut ws: Ws, tx: mpsc::UnboundedSender<Event>) {
                 };
                 let _ = tx.send(event);
             }
-            Some(Ok(Message::Close(frame))) => {
-                break format!(
-                    "closed by the server{}",
-                    frame
-                        .map(|f| format!(" ({} {})", f.code, f.reason))
-                        .unwrap_or_default()
-                );
-            }
+            Some(Ok(Message::Close(frame))) => break client::closed_by_server(frame),
             Some(Ok(_)) => {}
             Some(Err(e)) => break e.to_string(),
             None => break "the connection ended".to_owned(),
