@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 pub use crate::auth::Admission;
@@ -236,6 +236,7 @@ impl PreparedBridge {
         Ok(BridgeHandle {
             local_addr,
             hub,
+            _stop_on_drop: shutdown.clone().drop_guard(),
             shutdown,
             tasks,
             connections,
@@ -244,13 +245,22 @@ impl PreparedBridge {
     }
 }
 
-/// A running bridge. Dropping it without [`BridgeHandle::shutdown`] stops it abruptly.
+/// A running bridge, for as long as it is held.
+///
+/// [`BridgeHandle::shutdown`] stops it gracefully and returns once it has stopped. Dropping
+/// the handle stops it too, without waiting: every task is told to end at once, clients are
+/// told the bridge is going away and closed, and the port is released as soon as the accept
+/// loop sees it. Inbox writes in progress go on to their end in the background; as ever, a
+/// message is acknowledged only once it is written.
 ///
 /// `Send` and `Sync`: an app can keep it in shared state and read it from any thread.
 pub struct BridgeHandle {
     local_addr: SocketAddr,
     hub: Hub,
     shutdown: CancellationToken,
+    /// Cancels `shutdown` when the handle goes, however it goes: a bridge nobody holds does
+    /// not keep running (mini-redis's `DbDropGuard` does the same for its database).
+    _stop_on_drop: DropGuard,
     tasks: TaskTracker,
     connections: TaskTracker,
     _watches: [DirWatch; 2],

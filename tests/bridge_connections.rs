@@ -140,6 +140,32 @@ async fn shutdown_tells_every_client_and_closes_with_1001() {
     assert_eq!(files[1].1["reason"], "bridge shutting down");
 }
 
+/// Dropping the handle without `shutdown` stops the bridge all the same: the client hears
+/// the goodbye and its connection ends, and the port is free to bind again.
+#[tokio::test]
+async fn dropping_the_handle_stops_the_bridge_and_frees_its_port() {
+    let world = World::with_state("a: 1\n");
+    let bridge = start(world.config()).await;
+    let addr = bridge.local_addr();
+    let (mut ipad, _) = connect_with_state(&bridge, "/ws").await;
+
+    drop(bridge);
+    let bye = recv_type(&mut ipad, "system_status").await;
+    assert_eq!(bye["data"]["status"], "shutting_down");
+    let close = recv_close(&mut ipad).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    let end = tokio::time::timeout(DEADLINE, ipad.next())
+        .await
+        .expect("the connection ends");
+    assert!(
+        !matches!(end, Some(Ok(_))),
+        "nothing follows the close: {end:?}"
+    );
+    // The accept loop ends on its own time, not the connection's: the port is free once it
+    // has, and binding it is the proof.
+    wait_until(|| std::net::TcpListener::bind(addr).ok()).await;
+}
+
 #[tokio::test]
 async fn connections_and_disconnections_are_counted() {
     let world = World::with_state("a: 1\n");
