@@ -227,6 +227,11 @@ impl Inbox {
         self.writes.close();
         self.writes.wait().await;
     }
+
+    /// How many writes have not reached the disk yet.
+    pub(crate) fn writes_in_progress(&self) -> usize {
+        self.writes.len()
+    }
 }
 
 /// Writes the file; if the inbox directory was removed while the bridge runs (someone

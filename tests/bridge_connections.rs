@@ -166,6 +166,70 @@ async fn dropping_the_handle_stops_the_bridge_and_frees_its_port() {
     wait_until(|| std::net::TcpListener::bind(addr).ok()).await;
 }
 
+/// The inbox's disk stops answering (frozen) while a visitor's message is being written:
+/// shutdown still returns within its bound rather than waiting for the disk, and the message
+/// is never acknowledged, since it was never confirmed written. (The bound itself, 1.8 s, is
+/// the bridge's; the test allows far more and checks only that shutdown does not wait on
+/// the disk, which here would be forever.)
+#[tokio::test]
+async fn shutdown_ends_within_its_bound_while_an_inbox_write_is_stalled_and_acks_nothing_unwritten()
+{
+    let world = World::with_state("a: 1\n");
+    std::fs::create_dir_all(&world.inbox).unwrap();
+    let mut disk = match disk::FreezableDisk::mount(world.dir.path(), &world.inbox) {
+        Ok(disk) => disk,
+        Err(e) => {
+            report::skipped(
+                "shutdown_ends_within_its_bound_while_an_inbox_write_is_stalled_and_acks_nothing_unwritten",
+                format_args!("cannot mount a disk to freeze ({e})"),
+            );
+            return;
+        }
+    };
+    let bridge = start(world.config()).await;
+    let (mut ipad, _) = connect_with_state(&bridge, "/ws?client=ipad").await;
+    let message = |id: &str| json!({"type": "message", "visitor": "Ada", "text": id, "id": id});
+    send(&mut ipad, message("m-1")).await;
+    assert_eq!(recv(&mut ipad).await, json!({"type": "ack", "id": "m-1"}));
+
+    disk.freeze();
+    send(&mut ipad, message("m-2")).await;
+    // The write has begun once a thread of ours waits on the frozen disk.
+    wait_until(|| disk::a_thread_waits_on_the_disk(std::process::id()).then_some(())).await;
+
+    let stopped = tokio::time::timeout(DEADLINE, bridge.shutdown()).await;
+    assert!(stopped.is_ok(), "shutdown waited for the frozen disk");
+    let mut heard = Vec::new();
+    let close = loop {
+        match tokio::time::timeout(DEADLINE, ipad.next())
+            .await
+            .expect("no close in time")
+        {
+            Some(Ok(Message::Text(text))) => {
+                heard.push(serde_json::from_str::<serde_json::Value>(&text).unwrap())
+            }
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.expect("a close frame").code), 1001);
+    assert_eq!(
+        heard,
+        [json!({"type": "system_status", "data": {"status": "shutting_down"}})],
+        "the goodbye and nothing else: no ack for the message that was not written"
+    );
+
+    // The disk answers again: the write that waited finishes (unacknowledged; its sender
+    // still holds the message), and the disk can be unmounted.
+    disk.thaw();
+    wait_until(|| {
+        let names = names_in(&world.inbox);
+        (names.iter().filter(|n| !n.starts_with('.')).count() == 2).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn connections_and_disconnections_are_counted() {
     let world = World::with_state("a: 1\n");

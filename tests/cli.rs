@@ -279,6 +279,126 @@ async fn sigterm_while_named_pipes_are_swapped_over_the_state_file_exits_zero_wi
     assert_eq!(status.code(), Some(0));
 }
 
+/// SIGTERM while the inbox's disk has stopped answering (frozen) in the middle of a
+/// visitor's message: the bridge says how many writes did not finish, says its goodbye
+/// without waiting for the disk, and the message is never acknowledged. The process then
+/// exits (its main thread is gone), but the system removes it only once the frozen write
+/// returns: a thread waiting on a frozen disk cannot be ended by any program, not even by
+/// SIGKILL. When the disk thaws, it is gone, with exit status 0.
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_during_a_stalled_inbox_write_says_goodbye_and_acknowledges_nothing_unwritten() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let world = World::with_state("a: 1\n");
+    std::fs::create_dir_all(&world.inbox).unwrap();
+    let mut disk = match disk::FreezableDisk::mount(world.dir.path(), &world.inbox) {
+        Ok(disk) => disk,
+        Err(e) => {
+            support::report::skipped(
+                "sigterm_during_a_stalled_inbox_write_says_goodbye_and_acknowledges_nothing_unwritten",
+                format_args!("cannot mount a disk to freeze ({e})"),
+            );
+            return;
+        }
+    };
+    let mut child = command(&world, with(&world, &["--port", "0", "--token", TOKEN]))
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("no `listening on` line in time")
+            .unwrap()
+            .expect("the bridge exited without listening");
+        let addr = line
+            .split_once("listening on ws://")
+            .map(|(_, rest)| rest.split_whitespace().next().unwrap().to_owned());
+        seen.push(line);
+        if let Some(addr) = addr {
+            break addr;
+        }
+    };
+    let (mut ipad, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?client=ipad"))
+        .await
+        .unwrap();
+    recv_type(&mut ipad, "state").await;
+    let message = |id: &str| json!({"type": "message", "visitor": "Ada", "text": id, "id": id});
+    send(&mut ipad, message("m-1")).await;
+    assert_eq!(recv(&mut ipad).await, json!({"type": "ack", "id": "m-1"}));
+
+    disk.freeze();
+    send(&mut ipad, message("m-2")).await;
+    // The write has begun once a thread of the bridge waits on the frozen disk.
+    wait_until(|| disk::a_thread_waits_on_the_disk(pid).then_some(())).await;
+    terminate(&child);
+
+    // Its last words, while the disk is still frozen.
+    loop {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no goodbye while the disk is frozen: {seen:#?}"))
+            .unwrap()
+            .expect("stderr ended before the goodbye");
+        let done = line.ends_with(" INFO workshop_bridge: stopped");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let unconfirmed: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("writes did not finish in time"))
+        .collect();
+    assert_eq!(unconfirmed.len(), 1, "{seen:#?}");
+    assert!(
+        unconfirmed[0].contains("WARN")
+            && unconfirmed[0].contains(" 1 of the inbox's writes did not finish in time: their messages are not confirmed written and were not acknowledged"),
+        "{seen:#?}"
+    );
+    let mut heard = Vec::new();
+    let close = loop {
+        match tokio::time::timeout(DEADLINE, ipad.next())
+            .await
+            .expect("no close in time")
+        {
+            Some(Ok(Message::Text(text))) => {
+                heard.push(serde_json::from_str::<serde_json::Value>(&text).unwrap())
+            }
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.expect("a close frame").code), 1001);
+    assert_eq!(
+        heard,
+        [json!({"type": "system_status", "data": {"status": "shutting_down"}})],
+        "the goodbye and nothing else: no ack for the message that was not written"
+    );
+
+    // The process has ended its part: its main thread has exited, and all that is left is
+    // the thread the kernel keeps on the frozen disk.
+    wait_until(|| {
+        let threads = disk::thread_states(pid);
+        let exited = threads.contains(&(pid, 'Z'));
+        let left = threads.iter().filter(|&&(tid, _)| tid != pid);
+        (exited && left.clone().count() > 0 && left.clone().all(|&(_, s)| s == 'D')).then_some(())
+    })
+    .await;
+
+    disk.thaw();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("the process is gone once the disk answers")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{seen:#?}");
+}
+
 #[tokio::test]
 async fn trace_logs_kept_beside_the_state_file_do_not_feed_on_themselves() {
     let world = World::with_state("mood: calm\n");

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use workshop_bridge::{Bridge, BridgeHandle, Config};
 
+pub mod disk;
 pub mod report;
 
 /// How long any single expected event may take before the test fails.

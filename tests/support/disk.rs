@@ -1,0 +1,108 @@
+//! A disk that stops answering, for real: a small ext4 file system in a file, loop-mounted
+//! over a folder, and frozen with `fsfreeze`. While it is frozen every write to it (a file
+//! made, written, renamed or fsynced) waits in the kernel, uninterruptibly, until it is
+//! thawed; reads go on. Linux and root only: `FreezableDisk::mount` says why when it cannot.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The file system mounted over a folder; thawed and unmounted when dropped, whether the
+/// test passed or panicked, so no write is left waiting and no mount outlives the test.
+pub struct FreezableDisk {
+    at: PathBuf,
+    frozen: bool,
+    mounted: bool,
+}
+
+/// Runs `program args…`; `Err` holds what it said when it failed or could not run.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+impl FreezableDisk {
+    /// Makes a 16 MiB ext4 image in `image_dir` and mounts it over the folder `at` (which
+    /// must exist), empty: ext4's `lost+found` is removed so the folder looks new.
+    pub fn mount(image_dir: &Path, at: &Path) -> Result<Self, String> {
+        let image = image_dir.join("disk.ext4");
+        let file = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+        file.set_len(16 << 20).map_err(|e| e.to_string())?;
+        drop(file);
+        let image = image.to_str().unwrap();
+        run("mkfs.ext4", &["-q", "-F", image])?;
+        run("mount", &["-o", "loop", image, at.to_str().unwrap()])?;
+        let disk = Self {
+            at: at.to_owned(),
+            frozen: false,
+            mounted: true,
+        };
+        std::fs::remove_dir(at.join("lost+found")).map_err(|e| e.to_string())?;
+        Ok(disk)
+    }
+
+    /// From now on, every write to the disk waits until [`FreezableDisk::thaw`].
+    pub fn freeze(&mut self) {
+        run("fsfreeze", &["--freeze", self.at.to_str().unwrap()]).unwrap();
+        self.frozen = true;
+    }
+
+    /// The disk answers again; the writes that waited go on.
+    pub fn thaw(&mut self) {
+        if self.frozen {
+            run("fsfreeze", &["--unfreeze", self.at.to_str().unwrap()]).unwrap();
+            self.frozen = false;
+        }
+    }
+}
+
+impl Drop for FreezableDisk {
+    fn drop(&mut self) {
+        if self.frozen {
+            let _ = run("fsfreeze", &["--unfreeze", self.at.to_str().unwrap()]);
+        }
+        if self.mounted {
+            let at = self.at.to_str().unwrap();
+            if run("umount", &[at]).is_err() {
+                // Busy (a file still open after a failure): detach it anyway.
+                let _ = run("umount", &["-l", at]);
+            }
+            self.mounted = false;
+        }
+    }
+}
+
+/// Whether a thread of the process `pid` is waiting in the kernel, uninterruptibly (state
+/// `D`), as a write to a frozen disk does. `false` where `/proc` cannot tell.
+pub fn a_thread_waits_on_the_disk(pid: u32) -> bool {
+    thread_states(pid).iter().any(|&(_, state)| state == 'D')
+}
+
+/// Each thread of the process `pid` with its state as `/proc` tells it (`R`, `S`, `D`, `Z`
+/// …); empty where `/proc` cannot tell.
+pub fn thread_states(pid: u32) -> Vec<(u32, char)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // `tid (name) S …`: the state follows the name, which may hold spaces.
+            let (_, after) = stat.rsplit_once(')')?;
+            let state = after.split_whitespace().next()?.chars().next()?;
+            Some((tid, state))
+        })
+        .collect()
+}
