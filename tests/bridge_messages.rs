@@ -177,12 +177,40 @@ async fn outbox_barks_reach_everyone_and_broken_files_are_rejected() {
     bridge.shutdown().await;
 }
 
+/// A bark the agent left in the outbox while the bridge was not running is sent once it
+/// starts. A client can only see it if it is connected before the bridge's first look at
+/// the outbox is done, so that look is held up: the outbox is on a disk frozen before the
+/// bridge starts, where the file can be read but not removed, and a file is sent only once
+/// it is removed. The client connects meanwhile; the disk thaws; the bark arrives.
 #[tokio::test]
 async fn files_already_in_the_outbox_at_start_are_sent() {
     let world = World::with_state("a: 1\n");
     std::fs::create_dir_all(&world.outbox).unwrap();
+    let disk = disk::FreezableDisk::mount(world.dir.path(), &world.outbox);
     world.drop_in_outbox("early.json", r#"{"type":"bark","text":"I was here first"}"#);
+    let mut disk = match disk {
+        Ok(mut disk) => {
+            disk.freeze();
+            disk
+        }
+        Err(e) => {
+            report::skipped(
+                "files_already_in_the_outbox_at_start_are_sent (whether a client gets the bark)",
+                format_args!(
+                    "cannot mount a disk to freeze ({e}); only checked that the file is taken"
+                ),
+            );
+            let bridge = start(world.config()).await;
+            wait_until(|| names_in(&world.outbox).is_empty().then_some(())).await;
+            bridge.shutdown().await;
+            return;
+        }
+    };
     let bridge = start(world.config()).await;
+    let (mut ipad, _) = connect_with_state(&bridge, "/ws").await;
+    disk.thaw();
+    let bark = recv(&mut ipad).await;
+    assert_eq!(bark, json!({"type": "bark", "text": "I was here first"}));
     wait_until(|| names_in(&world.outbox).is_empty().then_some(())).await;
     bridge.shutdown().await;
 }
