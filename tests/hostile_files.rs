@@ -8,7 +8,7 @@
 //! Permissions do not stop root, so as root the read-only inbox is a read-only bind mount and
 //! the unreadable state file is tested with the real binary running as `nobody`. The full
 //! disk is a 64 KiB tmpfs. A test that cannot set its case up prints why and passes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(unix)]
 
 mod support;
@@ -218,7 +218,10 @@ async fn a_100_mb_sparse_state_file_is_refused_by_its_size_without_being_read() 
             "{} bytes were read: the file was read, not refused by its size",
             after - before
         ),
-        _ => println!("/proc/self/io is not available: not checking how much was read"),
+        _ => support::report::skipped(
+            "a_100_mb_sparse_state_file_is_refused_by_its_size_without_being_read (how much was read)",
+            "/proc/self/io is not available",
+        ),
     }
     assert_nothing_pending(&mut ipad).await;
     still_serving(&bridge, &world, &mut ipad, json!({"mood": "calm"})).await;
@@ -1040,7 +1043,10 @@ async fn the_workshop_dir_never_serves_a_file_whose_real_path_is_outside_it() {
     let pipe = match Pipe::new(site.join("pipe.js")) {
         Ok(p) => Some(p),
         Err(e) => {
-            println!("not checking a named pipe: cannot make one ({e})");
+            support::report::skipped(
+                "the_workshop_dir_never_serves_a_file_whose_real_path_is_outside_it (a named pipe)",
+                format_args!("cannot make a named pipe ({e})"),
+            );
             None
         }
     };
