@@ -118,7 +118,10 @@ async fn a_second_connection_takes_over_an_agent_id_and_the_first_is_told_why() 
     let close = recv_close(&mut old).await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1008);
 
-    // Observers saw two joins and no leave: the id lives on in the new connection.
+    // Observers saw two joins and no leave: the id lives on in the new connection. Checked
+    // once the old connection has left the hub (its close frame comes first), since that
+    // is when a leave would be announced.
+    wait_until(|| (bridge.client_count() == 2).then_some(())).await;
     assert_eq!(recv(&mut ipad).await["type"], "agent_joined");
     assert_eq!(recv(&mut ipad).await["type"], "agent_joined");
     assert_nothing_pending(&mut ipad).await;
