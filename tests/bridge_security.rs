@@ -215,11 +215,32 @@ async fn the_built_in_page_is_served_to_browsers_with_security_headers() {
     let world = World::with_state("a: 1\n");
     let bridge = start(strict(&world)).await;
     // Pages need no token: they are the same for everyone and hold no data.
-    let (status, body) = http_get(&bridge, "/", &[]).await;
-    assert_eq!(status, 200);
-    assert!(body.contains("<html"), "{body}");
-    let (status, _) = http_get(&bridge, "/client.js", &[]).await;
-    assert_eq!(status, 200);
+    for path in ["/", "/client.js"] {
+        let (status, head, body) = http_get_with_head(bridge.local_addr(), path, &[]).await;
+        assert_eq!(status, 200, "{path}");
+        if path == "/" {
+            assert!(body.contains("<html"), "{body}");
+        }
+        // The page may run only its own scripts and talk only to its own bridge.
+        let csp = header_in(&head, "content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("connect-src 'self' ws: wss:"),
+            "{path}: {head}"
+        );
+        assert_eq!(
+            header_in(&head, "referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
+        assert_eq!(
+            header_in(&head, "x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(header_in(&head, "x-frame-options"), Some("deny"), "{path}");
+    }
+    // No path reaches outside the built-in page's few files (a folder given with
+    // `--workshop-dir` is tried the same way in `assets.rs`).
     for path in [
         "/../../etc/passwd",
         "/%2e%2e/%2e%2e/etc/passwd",

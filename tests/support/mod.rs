@@ -294,6 +294,17 @@ pub async fn http_get_at(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    let (status, _, body) = http_get_with_head(addr, path, headers).await;
+    (status, body)
+}
+
+/// A plain HTTP GET; returns the status, the response's head (status line and headers,
+/// in lower case) and the body.
+pub async fn http_get_with_head(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -309,11 +320,15 @@ pub async fn http_get_at(
         .unwrap();
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// The value of the header `name` (in lower case) in a head from [`http_get_with_head`].
+pub fn header_in<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::trim)
 }
 
 /// `GET /api/gateway/status` from a bridge process that trusts loopback, as JSON.
