@@ -195,7 +195,7 @@ async fn shutdown_ends_within_its_bound_while_an_inbox_write_is_stalled_and_acks
     disk.freeze();
     send(&mut ipad, message("m-2")).await;
     // The write has begun once a thread of ours waits on the frozen disk.
-    wait_until(|| disk::a_thread_waits_on_the_disk(std::process::id()).then_some(())).await;
+    disk::until_a_thread_waits_on_the_disk(std::process::id()).await;
 
     let stopped = tokio::time::timeout(DEADLINE, bridge.shutdown()).await;
     assert!(stopped.is_ok(), "shutdown waited for the frozen disk");

@@ -334,7 +334,7 @@ async fn sigterm_during_a_stalled_inbox_write_says_goodbye_and_acknowledges_noth
     disk.freeze();
     send(&mut ipad, message("m-2")).await;
     // The write has begun once a thread of the bridge waits on the frozen disk.
-    wait_until(|| disk::a_thread_waits_on_the_disk(pid).then_some(())).await;
+    disk::until_a_thread_waits_on_the_disk(pid).await;
     terminate(&child);
 
     // Its last words, while the disk is still frozen.

@@ -3,6 +3,7 @@
 //! made, written, renamed or fsynced) waits in the kernel, uninterruptibly, until it is
 //! thawed; reads go on. Linux and root only: `FreezableDisk::mount` says why when it cannot.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -82,10 +83,25 @@ impl Drop for FreezableDisk {
     }
 }
 
-/// Whether a thread of the process `pid` is waiting in the kernel, uninterruptibly (state
-/// `D`), as a write to a frozen disk does. `false` where `/proc` cannot tell.
-pub fn a_thread_waits_on_the_disk(pid: u32) -> bool {
-    thread_states(pid).iter().any(|&(_, state)| state == 'D')
+/// Waits until a thread of the process `pid` has been waiting in the kernel,
+/// uninterruptibly (state `D`), for several looks in a row, as a write to a frozen disk
+/// does: an ordinary fsync elsewhere in the process passes through that state too, but
+/// briefly. Fails the test after [`super::DEADLINE`].
+pub async fn until_a_thread_waits_on_the_disk(pid: u32) {
+    const LOOKS: u32 = 5;
+    let mut looks: HashMap<u32, u32> = HashMap::new();
+    super::wait_until(|| {
+        let waiting: Vec<u32> = thread_states(pid)
+            .into_iter()
+            .filter_map(|(tid, state)| (state == 'D').then_some(tid))
+            .collect();
+        looks.retain(|tid, _| waiting.contains(tid));
+        for tid in waiting {
+            *looks.entry(tid).or_default() += 1;
+        }
+        looks.values().any(|&n| n >= LOOKS).then_some(())
+    })
+    .await;
 }
 
 /// Each thread of the process `pid` with its state as `/proc` tells it (`R`, `S`, `D`, `Z`
