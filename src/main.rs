@@ -449,6 +449,8 @@ fn serve(args: ServeArgs, sources: &Sources<'_>, early: Early) -> anyhow::Result
     });
     // Dropping the runtime would wait for every blocking task, and a file read stuck in the
     // kernel (a hung network share) never ends: the process is left, not kept alive by it.
+    // (A thread in a write to a frozen disk cannot be ended, not even by SIGKILL, until the
+    // write returns: the system removes the process then, after its goodbye.)
     runtime.shutdown_timeout(EXIT_GRACE);
     result
 }
