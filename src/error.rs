@@ -103,6 +103,10 @@ pub enum Error {
         message: String,
     },
 
+    /// The system would not report changes to the network interfaces.
+    #[error("cannot follow this machine's network addresses: {0}")]
+    NetworkWatch(String),
+
     /// Authentication is on but no token was configured.
     #[error(
         "no token is configured: set `token` in the config file, pass --token, or use --no-auth"

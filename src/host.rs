@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use axum::http::uri::Authority;
 
+use crate::localname::normalize;
+
 /// How a `Host` header names the bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HostKind {
@@ -143,10 +145,6 @@ pub(crate) fn host_of(authority: &str) -> Option<String> {
     (!host.is_empty()).then(|| normalize(host))
 }
 
-fn normalize(name: &str) -> String {
-    name.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
 fn parse_ip(name: &str) -> Option<IpAddr> {
     IpAddr::from_str(name).ok()
 }
@@ -161,30 +159,19 @@ pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// This machine's names: its host name, that name without a domain, and `NAME.local`, the
-/// name Bonjour (mDNS) answers to on the LAN. On macOS the Bonjour name is its own setting
-/// (LocalHostName), asked of `scutil`.
+/// This machine's names: its host name, that name without a domain, `SHORT.local`, and
+/// the Bonjour name pairing offers ([`crate::localname::local_name`]; on macOS its own
+/// setting, LocalHostName, which may differ from the host name).
 fn machine_names() -> Vec<String> {
     let mut names = Vec::new();
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let host = normalize(&host);
+    let host = normalize(&gethostname::gethostname().to_string_lossy());
     if !host.is_empty() {
         let short = host.split('.').next().unwrap_or(&host).to_owned();
         names.push(format!("{short}.local"));
         names.push(short);
         names.push(host);
     }
-    #[cfg(target_os = "macos")]
-    if let Ok(out) = std::process::Command::new("/usr/sbin/scutil")
-        .args(["--get", "LocalHostName"])
-        .output()
-    {
-        let local = normalize(&String::from_utf8_lossy(&out.stdout));
-        if out.status.success() && !local.is_empty() {
-            names.push(format!("{local}.local"));
-            names.push(local);
-        }
-    }
+    names.extend(crate::localname::local_name());
     names
 }
 
@@ -248,6 +235,29 @@ mod tests {
             list.check(&format!("{short}.local:8765")),
             Some(HostKind::Known)
         );
+        if let Some(local) = crate::localname::local_name() {
+            let upper = local.to_ascii_uppercase();
+            for host in [local.clone(), format!("{upper}.:8765"), format!("{local}.")] {
+                assert_eq!(list.check(&host), Some(HostKind::Known), "{host}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_local_names_are_not_ours() {
+        let list = HostAllowlist::new(&[]);
+        let host = normalize(&gethostname::gethostname().to_string_lossy());
+        let short = host.split('.').next().unwrap().to_owned();
+        for other in [
+            "evil.local:8765".to_owned(),
+            format!("{short}-2.local"),
+            format!("x{short}.local"),
+            format!("{short}.local.evil.example"),
+            format!("evil.{short}.local"),
+            ".local".to_owned(),
+        ] {
+            assert_eq!(list.check(&other), None, "{other}");
+        }
     }
 
     #[test]

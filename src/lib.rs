@@ -30,6 +30,8 @@ pub mod fuzzing;
 mod host;
 mod hub;
 mod inbox;
+pub mod localname;
+pub mod netwatch;
 mod outbox;
 pub mod pairing;
 pub mod protocol;

@@ -67,9 +67,9 @@ struct QrArgs {
     /// Config file [default: the platform's config directory]
     #[arg(long, env = "WORKSHOP_BRIDGE_CONFIG")]
     config: Option<PathBuf>,
-    /// Address of this machine to put in the URL [default: the one chosen in the app, else the first LAN address]
-    #[arg(long, value_parser = parse_address)]
-    address: Option<IpAddr>,
+    /// Address of this machine, or its NAME.local name, to put in the URL [default: the one chosen in the app, else NAME.local when it answers, else the first LAN address]
+    #[arg(long, value_parser = pairing::PairingHost::parse)]
+    address: Option<pairing::PairingHost>,
     /// Workshop page to open instead of the bridge's own [default: the one set in the app]
     #[arg(long)]
     url: Option<String>,
@@ -499,22 +499,21 @@ fn qr(args: QrArgs, sources: &Sources<'_>) -> anyhow::Result<()> {
         settings.workshop_url = Some(url);
     }
     settings.validate()?;
-    let addresses = pairing::lan_addresses();
-    match args.address {
-        Some(address) => {
-            check_address(address, config.bind, &addresses)?;
-            settings.address = Some(address);
-        }
-        None => {
-            if let Some(saved) = settings.address
-                && config.bind.is_unspecified()
-                && !addresses.iter().any(|a| a.ip == saved)
-            {
-                note(&format!(
-                    "the address {saved} chosen in the config file is not one of this machine's any more, so another is used"
-                ));
-            }
-        }
+    // The `.local` name is looked up only where it may go into the URL.
+    let network = if config.bind.is_unspecified()
+        || matches!(args.address, Some(pairing::PairingHost::Name(_)))
+    {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the runtime that looks up this machine's names")?
+            .block_on(pairing::NetworkAddresses::current())
+    } else {
+        pairing::NetworkAddresses::unresolved()
+    };
+    if let Some(address) = &args.address {
+        check_address(address, config.bind, &network)?;
+        settings.address = Some(address.clone());
     }
     if !config.no_auth && config.token.is_none() {
         check_config_folder(&path, explicit)?;
@@ -523,7 +522,31 @@ fn qr(args: QrArgs, sources: &Sources<'_>) -> anyhow::Result<()> {
         note(&token_saved_sentence(&file, explicit));
         config.token = Some(token);
     }
-    let pairing = pairing::pairing(&config, &settings)?;
+    let pairing = match args.address {
+        // Asked for by name: the name, even when it does not answer here (a resolver
+        // without mDNS may not know what the network's responder publishes).
+        Some(host @ pairing::PairingHost::Name(_)) => {
+            if !network
+                .local_name
+                .as_ref()
+                .is_some_and(|n| !n.addresses.is_empty())
+            {
+                note(&format!(
+                    "{host} does not answer on this machine now; the iPad reaches it only while an mDNS responder (Bonjour, avahi) publishes it"
+                ));
+            }
+            pairing::Pairing {
+                url: pairing::workshop_url(&config, &host, settings.workshop_url.as_deref())?,
+                reachable: true,
+                host,
+                note: None,
+            }
+        }
+        _ => pairing::pairing(&config, &settings, &network)?,
+    };
+    if let Some(why) = &pairing.note {
+        note(why);
+    }
     let code = pairing::qr_terminal(&pairing.url)?;
     let mut text = format!("{}\n\n{code}\n", pairing.url);
     if !pairing.reachable {
@@ -535,37 +558,59 @@ fn qr(args: QrArgs, sources: &Sources<'_>) -> anyhow::Result<()> {
     write_stdout(&text)
 }
 
-/// `--address` must be one of this machine's, and the one the bridge listens on when it
-/// listens on one address only.
+/// `--address` must be one of this machine's addresses or its `NAME.local` name, and the
+/// address the bridge listens on when it listens on one address only.
 fn check_address(
-    address: IpAddr,
+    address: &pairing::PairingHost,
     bind: IpAddr,
-    addresses: &[pairing::LanAddress],
+    network: &pairing::NetworkAddresses,
 ) -> anyhow::Result<()> {
+    use pairing::PairingHost;
+
     if !bind.is_unspecified() {
-        if address != bind {
+        if *address != PairingHost::Ip(bind) {
             return Err(anyhow!(
                 "`--address`: the bridge listens on {bind} only, so {address} would not reach it; leave --address out, or change --bind"
             ));
         }
         return Ok(());
     }
-    if address.is_loopback() || addresses.iter().any(|a| a.ip == address) {
+    let own = match address {
+        PairingHost::Ip(ip) => ip.is_loopback() || network.lan.iter().any(|a| a.ip == *ip),
+        PairingHost::Name(name) => network.local_name.as_ref().is_some_and(|n| n.name == *name),
+    };
+    if own {
         return Ok(());
     }
-    let list: Vec<String> = addresses
-        .iter()
-        .map(|a| format!("{} ({})", a.ip, a.interface))
-        .collect();
-    Err(if list.is_empty() {
-        anyhow!(
+    let (what, list): (&str, Vec<String>) = match address {
+        PairingHost::Ip(_) => (
+            "an address",
+            network
+                .lan
+                .iter()
+                .map(|a| format!("{} ({})", a.ip, a.interface))
+                .collect(),
+        ),
+        PairingHost::Name(_) => (
+            "the name",
+            network.local_name.iter().map(|n| n.name.clone()).collect(),
+        ),
+    };
+    Err(match (address, list.is_empty()) {
+        (PairingHost::Ip(_), true) => anyhow!(
             "`--address`: {address} is not an address of this machine, which has none on a network (only 127.0.0.1, for itself)"
-        )
-    } else {
-        anyhow!(
-            "`--address`: {address} is not an address of this machine; its addresses are {}",
+        ),
+        (PairingHost::Name(_), true) => anyhow!(
+            "`--address`: {address} is not the name of this machine, which has no host name"
+        ),
+        (PairingHost::Ip(_), false) => anyhow!(
+            "`--address`: {address} is not {what} of this machine; its addresses are {}",
             list.join(", ")
-        )
+        ),
+        (PairingHost::Name(_), false) => anyhow!(
+            "`--address`: {address} is not {what} of this machine; its name on the network is {}",
+            list.join(", ")
+        ),
     })
 }
 

@@ -1,24 +1,28 @@
 //! Pairing an iPad: the URL it should open, and that URL as a QR code.
 //!
-//! The iPad cannot use `localhost`: the URL names the Mac's address on the local network
-//! (the user picks one when there are several) and carries the token as `?token=`. By
-//! default it opens the page the bridge serves itself; a custom Workshop URL gets the
-//! bridge's WebSocket address as `?bridge=` as well. The menu-bar app and
-//! `workshop-bridge qr` both build the URL here, so they always agree.
+//! The iPad cannot use `localhost`: the URL names this machine on the local network, by
+//! its Bonjour name (`NAME.local`, which outlives a DHCP lease) when that name answers,
+//! else by one of its addresses (the user may pick another), and carries the token as
+//! `?token=`. By default it opens the page the bridge serves itself; a custom Workshop URL
+//! gets the bridge's WebSocket address as `?bridge=` as well. The menu-bar app and
+//! `workshop-bridge qr` both build the URL here, so they always agree; the app follows the
+//! addresses as they change through [`crate::netwatch`].
 //!
 //! The Workshop URL and the chosen address live in the `[pairing]` section of the config
 //! file, which the app and the CLI share.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use qrcode::QrCode;
 use qrcode::render::{svg, unicode};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
 use crate::config::{Config, ConfigFile, read_config_table, write_config_text};
 use crate::error::Error;
+use crate::localname::{self, RESOLVE_BOUND, Resolve, SystemResolver};
 
 /// One address of this machine that other devices on the network may reach.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,6 +33,172 @@ pub struct LanAddress {
     pub ip: IpAddr,
 }
 
+/// This machine's Bonjour name and where it leads now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalName {
+    /// `NAME.local`, lower case.
+    pub name: String,
+    /// The addresses of this machine it resolves to; empty when it does not answer (no
+    /// mDNS responder, or it leads elsewhere), and then it is offered but not used.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl LocalName {
+    /// Whether the name leads to this machine, on an address a bridge bound to `bind`
+    /// (`0.0.0.0` or `::`) listens on.
+    pub fn resolves_for(&self, bind: IpAddr) -> bool {
+        self.addresses
+            .iter()
+            .any(|ip| bind.is_ipv6() || ip.is_ipv4())
+    }
+}
+
+/// Everything pairing can name this machine by, at one moment: what [`crate::netwatch`]
+/// publishes as it changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkAddresses {
+    /// The LAN addresses, in the order [`lan_addresses`] gives.
+    pub lan: Vec<LanAddress>,
+    /// The Bonjour name, when the machine has a name.
+    pub local_name: Option<LocalName>,
+}
+
+impl NetworkAddresses {
+    /// The addresses as they are now, with the `.local` name resolved through the system's
+    /// resolver (bounded by [`RESOLVE_BOUND`]).
+    pub async fn current() -> Self {
+        Self::resolve(lan_addresses(), &SystemResolver).await
+    }
+
+    /// `lan`, with the `.local` name resolved through `resolver`.
+    pub async fn resolve<R: Resolve>(lan: Vec<LanAddress>, resolver: &R) -> Self {
+        let local_name = match localname::local_name() {
+            Some(name) => {
+                let own: Vec<IpAddr> = lan.iter().map(|a| a.ip).collect();
+                let addresses =
+                    localname::resolve_to_own(resolver, &name, &own, RESOLVE_BOUND).await;
+                Some(LocalName { name, addresses })
+            }
+            None => None,
+        };
+        Self { lan, local_name }
+    }
+
+    /// The LAN addresses now, without asking the resolver: the name is listed as not
+    /// answering until a lookup says otherwise.
+    pub fn unresolved() -> Self {
+        Self {
+            lan: lan_addresses(),
+            local_name: localname::local_name().map(|name| LocalName {
+                name,
+                addresses: Vec::new(),
+            }),
+        }
+    }
+
+    fn has_ip(&self, ip: IpAddr) -> bool {
+        self.lan.iter().any(|a| a.ip == ip)
+    }
+
+    /// The Bonjour name, when it answers for a bridge bound to `bind`.
+    fn answering_name(&self, bind: IpAddr) -> Option<&str> {
+        self.local_name
+            .as_ref()
+            .filter(|n| n.resolves_for(bind))
+            .map(|n| n.name.as_str())
+    }
+}
+
+/// How a pairing URL names this machine: an address, or its `NAME.local` name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PairingHost {
+    /// An IP address.
+    Ip(IpAddr),
+    /// The Bonjour name, lower case, without a trailing dot.
+    Name(String),
+}
+
+impl PairingHost {
+    /// `text` as an address or a `NAME.local` name (any case, a trailing dot allowed); an
+    /// error sentence otherwise.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Self::Ip(ip));
+        }
+        let name = localname::normalize(text);
+        let label = name.strip_suffix(".local").unwrap_or_default();
+        let valid = !label.is_empty()
+            && label.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if valid {
+            Ok(Self::Name(name))
+        } else {
+            Err(format!(
+                "“{text}” is neither an IP address nor a NAME.local name; use one like 192.168.1.20 or mac.local"
+            ))
+        }
+    }
+
+    /// `HOST:PORT` for a URL: an IPv6 address in brackets.
+    pub fn authority(&self, port: u16) -> String {
+        match self {
+            Self::Ip(ip) => SocketAddr::new(*ip, port).to_string(),
+            Self::Name(name) => format!("{name}:{port}"),
+        }
+    }
+
+    /// Whether other devices can reach it: every name and address but loopback.
+    pub fn is_reachable(&self) -> bool {
+        !matches!(self, Self::Ip(ip) if ip.is_loopback())
+    }
+}
+
+impl fmt::Display for PairingHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => ip.fmt(f),
+            Self::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl From<IpAddr> for PairingHost {
+    fn from(ip: IpAddr) -> Self {
+        Self::Ip(ip)
+    }
+}
+
+impl Serialize for PairingHost {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PairingHost {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `pairing.address` in the config file: an address, or a `NAME.local` name.
+fn de_optional_host<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PairingHost>, D::Error> {
+    let value = toml::Value::deserialize(d)?;
+    if let toml::Value::String(text) = &value
+        && let Ok(host @ PairingHost::Name(_)) = PairingHost::parse(text)
+    {
+        return Ok(Some(host));
+    }
+    // Anything else is read (and refused) as the address it should be.
+    crate::config::values::de_optional_address(value)
+        .map(|ip| ip.map(PairingHost::Ip))
+        .map_err(|e| serde::de::Error::custom(e.message()))
+}
+
 /// The pairing choices the user made: the `[pairing]` section of the config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -36,12 +206,13 @@ pub struct PairingSettings {
     /// The Workshop page the iPad should open; `None` means the bridge's own page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workshop_url: Option<String>,
-    /// Which of the machine's addresses to put in the URL; `None` picks the first LAN one.
+    /// How to name this machine in the URL (one of its addresses, or its `NAME.local`
+    /// name); `None` picks the `.local` name when it answers, else the first LAN address.
     #[serde(
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::config::values::de_optional_address"
+        deserialize_with = "de_optional_host"
     )]
-    pub address: Option<IpAddr>,
+    pub address: Option<PairingHost>,
 }
 
 impl PairingSettings {
@@ -89,37 +260,52 @@ impl PairingSettings {
     }
 }
 
-/// What an iPad needs to pair: the URL, and the address it names.
+/// What an iPad needs to pair: the URL, and how it names this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pairing {
     /// The URL to open, token included.
     pub url: String,
-    /// The address of this machine the URL names.
-    pub host: IpAddr,
-    /// Whether other devices can reach that address (false for loopback).
+    /// The name or address of this machine the URL names.
+    pub host: PairingHost,
+    /// Whether other devices can reach it (false for loopback).
     pub reachable: bool,
+    /// Why the user's choice is not the one used, when it is not.
+    pub note: Option<String>,
 }
 
 /// Every non-loopback address of this machine, IPv4 first (what people recognise and
 /// what every iPad network has), link-local IPv6 left out (it needs a zone the URL cannot
 /// carry). Empty when the interfaces cannot be listed.
 pub fn lan_addresses() -> Vec<LanAddress> {
-    let interfaces = match if_addrs::get_if_addrs() {
-        Ok(interfaces) => interfaces,
+    match netwatcher::list_interfaces() {
+        Ok(interfaces) => lan_of(interfaces.values()),
         Err(e) => {
             tracing::warn!(error = %e, "cannot list the network interfaces");
-            return Vec::new();
+            Vec::new()
         }
-    };
-    let mut addresses: Vec<LanAddress> = interfaces
+    }
+}
+
+/// The LAN addresses among `interfaces`, as [`lan_addresses`] orders them.
+pub(crate) fn lan_of<'a>(
+    interfaces: impl IntoIterator<Item = &'a netwatcher::Interface>,
+) -> Vec<LanAddress> {
+    let mut found: Vec<(u32, LanAddress)> = interfaces
         .into_iter()
-        .filter(|i| !(i.is_loopback() || (i.ip().is_ipv6() && i.is_link_local())))
-        .map(|i| LanAddress {
-            ip: i.ip(),
-            interface: i.name,
+        .flat_map(|i| {
+            i.ips.iter().map(|r| {
+                let address = LanAddress {
+                    interface: i.name.clone(),
+                    ip: r.ip,
+                };
+                (i.index, address)
+            })
         })
+        .filter(|(_, a)| !(a.ip.is_loopback() || is_link_local_v6(a.ip)))
         .collect();
-    addresses.sort_by_key(|a| (a.ip.is_ipv6(), is_link_local_v4(a.ip)));
+    // In the system's order of interfaces, IPv4 first, link-local IPv4 last of those.
+    found.sort_by_key(|(index, a)| (a.ip.is_ipv6(), is_link_local_v4(a.ip), *index, a.ip));
+    let mut addresses: Vec<LanAddress> = found.into_iter().map(|(_, a)| a).collect();
     addresses.dedup_by(|a, b| a.ip == b.ip);
     addresses
 }
@@ -128,23 +314,68 @@ fn is_link_local_v4(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V4(v4) if v4.is_link_local())
 }
 
-/// The address to put in the URL for a bridge bound to `bind`.
+fn is_link_local_v6(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
+}
+
+/// The name or address to put in the URL, and why it is not the user's choice when not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostChoice {
+    /// What the URL names.
+    pub host: PairingHost,
+    /// Set when the user chose something that cannot be used now: says what and what
+    /// stands in for it.
+    pub note: Option<String>,
+}
+
+/// What to name in the URL for a bridge bound to `bind`.
 ///
 /// A bridge bound to one address is reachable there only. A bridge bound to all addresses
-/// (`0.0.0.0`, `::`) is reachable on any LAN address: the user's choice when it is still
-/// one of them, else the first. Without any, loopback (good for this machine only).
-pub fn choose_host(bind: IpAddr, preferred: Option<IpAddr>, candidates: &[LanAddress]) -> IpAddr {
+/// (`0.0.0.0`, `::`) is reachable on any LAN address: the user's choice while it is still
+/// this machine's (an address it has, or its `.local` name while that answers), else the
+/// `.local` name when it answers, else the first address. Without any, loopback (good for
+/// this machine only).
+pub fn choose_host(
+    bind: IpAddr,
+    preferred: Option<&PairingHost>,
+    network: &NetworkAddresses,
+) -> HostChoice {
     if !bind.is_unspecified() {
-        return bind;
+        return HostChoice {
+            host: PairingHost::Ip(bind),
+            note: None,
+        };
     }
-    if let Some(p) = preferred.filter(|p| candidates.iter().any(|c| c.ip == *p)) {
-        return p;
+    let usable = |host: &PairingHost| match host {
+        PairingHost::Ip(ip) => network.has_ip(*ip) && (bind.is_ipv6() || ip.is_ipv4()),
+        PairingHost::Name(name) => network.answering_name(bind) == Some(name.as_str()),
+    };
+    if let Some(p) = preferred.filter(|p| usable(p)) {
+        return HostChoice {
+            host: p.clone(),
+            note: None,
+        };
     }
-    candidates
-        .iter()
-        .map(|c| c.ip)
-        .find(|ip| bind.is_ipv6() || ip.is_ipv4())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    let host = match network.answering_name(bind) {
+        Some(name) => PairingHost::Name(name.to_owned()),
+        None => PairingHost::Ip(
+            network
+                .lan
+                .iter()
+                .map(|c| c.ip)
+                .find(|ip| bind.is_ipv6() || ip.is_ipv4())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ),
+    };
+    let note = preferred.map(|p| match p {
+        PairingHost::Ip(ip) => {
+            format!("{ip} is not an address of this machine now, so the pairing URL names {host}")
+        }
+        PairingHost::Name(name) => {
+            format!("{name} does not answer on this network now, so the pairing URL names {host}")
+        }
+    });
+    HostChoice { host, note }
 }
 
 /// The URL an iPad should open to reach the bridge configured by `config` at `host`.
@@ -152,8 +383,12 @@ pub fn choose_host(bind: IpAddr, preferred: Option<IpAddr>, candidates: &[LanAdd
 /// Default: `http://HOST:PORT/?token=TOKEN`, the bridge's own page. With a Workshop URL:
 /// that URL plus `bridge=ws://HOST:PORT/ws` and `token=TOKEN`. No token when
 /// authentication is off.
-pub fn workshop_url(config: &Config, host: IpAddr, custom: Option<&str>) -> Result<String, Error> {
-    let bridge = SocketAddr::new(host, config.port);
+pub fn workshop_url(
+    config: &Config,
+    host: &PairingHost,
+    custom: Option<&str>,
+) -> Result<String, Error> {
+    let bridge = host.authority(config.port);
     let mut url = match custom.map(str::trim).filter(|u| !u.is_empty()) {
         Some(custom) => {
             let mut url = parse_workshop_url(custom)?;
@@ -172,14 +407,20 @@ pub fn workshop_url(config: &Config, host: IpAddr, custom: Option<&str>) -> Resu
     Ok(url.into())
 }
 
-/// Everything pairing needs, from the config and the user's pairing choices.
-pub fn pairing(config: &Config, settings: &PairingSettings) -> Result<Pairing, Error> {
-    let host = choose_host(config.bind, settings.address, &lan_addresses());
-    let url = workshop_url(config, host, settings.workshop_url.as_deref())?;
+/// Everything pairing needs, from the config, the user's pairing choices and the
+/// machine's addresses (see [`NetworkAddresses::current`]).
+pub fn pairing(
+    config: &Config,
+    settings: &PairingSettings,
+    network: &NetworkAddresses,
+) -> Result<Pairing, Error> {
+    let choice = choose_host(config.bind, settings.address.as_ref(), network);
+    let url = workshop_url(config, &choice.host, settings.workshop_url.as_deref())?;
     Ok(Pairing {
         url,
-        host,
-        reachable: !host.is_loopback(),
+        reachable: choice.host.is_reachable(),
+        host: choice.host,
+        note: choice.note,
     })
 }
 
@@ -258,15 +499,17 @@ mod tests {
 
     #[test]
     fn default_url_is_the_bridge_page_with_the_token() {
-        let url = workshop_url(&config(Some("abc")), "192.168.1.20".parse().unwrap(), None);
+        let url = workshop_url(&config(Some("abc")), &ip("192.168.1.20"), None);
         assert_eq!(url.unwrap(), "http://192.168.1.20:8765/?token=abc");
+        let url = workshop_url(&config(Some("abc")), &name("mac.local"), None);
+        assert_eq!(url.unwrap(), "http://mac.local:8765/?token=abc");
     }
 
     #[test]
     fn custom_url_gets_the_bridge_address_and_keeps_its_query() {
         let url = workshop_url(
             &config(Some("a b")),
-            "192.168.1.20".parse().unwrap(),
+            &ip("192.168.1.20"),
             Some("https://workshop.example/scene?x=1"),
         );
         assert_eq!(
@@ -279,18 +522,13 @@ mod tests {
     fn ipv6_hosts_are_bracketed_and_no_auth_has_no_token() {
         let mut c = config(Some("abc"));
         c.no_auth = true;
-        let url = workshop_url(&c, "fd00::5".parse().unwrap(), None).unwrap();
+        let url = workshop_url(&c, &ip("fd00::5"), None).unwrap();
         assert_eq!(url, "http://[fd00::5]:8765/");
     }
 
     #[test]
     fn a_custom_url_that_is_not_a_web_address_names_the_setting() {
-        let err = workshop_url(
-            &config(None),
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Some("ftp://x"),
-        )
-        .unwrap_err();
+        let err = workshop_url(&config(None), &ip("127.0.0.1"), Some("ftp://x")).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -311,28 +549,131 @@ mod tests {
         );
     }
 
+    fn ip(text: &str) -> PairingHost {
+        PairingHost::Ip(text.parse().unwrap())
+    }
+
+    fn name(text: &str) -> PairingHost {
+        PairingHost::Name(text.into())
+    }
+
+    fn network(lan_ips: &[&str], local: Option<(&str, &[&str])>) -> NetworkAddresses {
+        NetworkAddresses {
+            lan: lan_ips.iter().map(|a| lan(a)).collect(),
+            local_name: local.map(|(n, to)| LocalName {
+                name: n.into(),
+                addresses: to.iter().map(|a| a.parse().unwrap()).collect(),
+            }),
+        }
+    }
+
+    fn chosen(bind: &str, preferred: Option<PairingHost>, net: &NetworkAddresses) -> HostChoice {
+        choose_host(bind.parse().unwrap(), preferred.as_ref(), net)
+    }
+
     #[test]
     fn host_follows_the_bind_address_and_the_users_choice() {
-        let all: IpAddr = "0.0.0.0".parse().unwrap();
-        let candidates = [lan("fd00::5"), lan("192.168.1.20"), lan("10.0.0.7")];
+        let all = "0.0.0.0";
+        let net = network(&["fd00::5", "192.168.1.20", "10.0.0.7"], None);
+        assert_eq!(chosen("10.0.0.7", None, &net).host, ip("10.0.0.7"));
+        assert_eq!(chosen(all, None, &net).host, ip("192.168.1.20"));
+        let picked = chosen(all, Some(ip("10.0.0.7")), &net);
+        assert_eq!((picked.host, picked.note), (ip("10.0.0.7"), None));
+        // a choice that is no longer an address of this machine is set aside, and said so
+        let gone = chosen(all, Some(ip("172.16.0.9")), &net);
+        assert_eq!(gone.host, ip("192.168.1.20"));
         assert_eq!(
-            choose_host("10.0.0.7".parse().unwrap(), None, &candidates),
-            "10.0.0.7".parse::<IpAddr>().unwrap()
+            gone.note.as_deref(),
+            Some(
+                "172.16.0.9 is not an address of this machine now, so the pairing URL names 192.168.1.20"
+            )
         );
+        assert_eq!(chosen(all, None, &network(&[], None)).host, ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn the_local_name_is_the_default_while_it_answers() {
+        let all = "0.0.0.0";
+        let answering = network(
+            &["192.168.1.20", "10.0.0.7"],
+            Some(("mac.local", &["192.168.1.20"])),
+        );
+        assert_eq!(chosen(all, None, &answering).host, name("mac.local"));
+        assert_eq!(chosen("::", None, &answering).host, name("mac.local"));
+        // an address the user picked still wins; a bridge on one address names that one
         assert_eq!(
-            choose_host(all, None, &candidates),
-            "192.168.1.20".parse::<IpAddr>().unwrap()
+            chosen(all, Some(ip("10.0.0.7")), &answering).host,
+            ip("10.0.0.7")
         );
+        assert_eq!(chosen("10.0.0.7", None, &answering).host, ip("10.0.0.7"));
+        // the address the user picked is gone: the name stands in
+        let gone = chosen(all, Some(ip("172.16.0.9")), &answering);
+        assert_eq!(gone.host, name("mac.local"));
+        assert!(gone.note.unwrap().ends_with("names mac.local"));
+
+        // Not answering (no mDNS responder): offered, but the first address is used.
+        let silent = network(&["192.168.1.20"], Some(("mac.local", &[])));
+        assert_eq!(chosen(all, None, &silent).host, ip("192.168.1.20"));
+        let picked = chosen(all, Some(name("mac.local")), &silent);
+        assert_eq!(picked.host, ip("192.168.1.20"));
         assert_eq!(
-            choose_host(all, Some("10.0.0.7".parse().unwrap()), &candidates),
-            "10.0.0.7".parse::<IpAddr>().unwrap()
+            picked.note.as_deref(),
+            Some(
+                "mac.local does not answer on this network now, so the pairing URL names 192.168.1.20"
+            )
         );
-        // a choice that is no longer an address of this machine is ignored
+        // Answering with IPv6 only: no good for a bridge on 0.0.0.0, fine on ::.
+        let v6 = network(
+            &["192.168.1.20", "fd00::5"],
+            Some(("mac.local", &["fd00::5"])),
+        );
+        assert_eq!(chosen(all, None, &v6).host, ip("192.168.1.20"));
+        assert_eq!(chosen("::", None, &v6).host, name("mac.local"));
+        // Another machine's name is never ours.
         assert_eq!(
-            choose_host(all, Some("172.16.0.9".parse().unwrap()), &candidates),
-            "192.168.1.20".parse::<IpAddr>().unwrap()
+            chosen(all, Some(name("other.local")), &answering).host,
+            name("mac.local")
         );
-        assert_eq!(choose_host(all, None, &[]), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn hosts_parse_from_what_people_type() {
+        assert_eq!(
+            PairingHost::parse(" 192.168.1.20 ").unwrap(),
+            ip("192.168.1.20")
+        );
+        assert_eq!(PairingHost::parse("fd00::5").unwrap(), ip("fd00::5"));
+        assert_eq!(
+            PairingHost::parse("Mac-Mini.local.").unwrap(),
+            name("mac-mini.local")
+        );
+        for bad in [
+            "",
+            "mac",
+            ".local",
+            "evil.example",
+            "a b.local",
+            "http://mac.local",
+        ] {
+            assert!(PairingHost::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(name("mac.local").authority(8765), "mac.local:8765");
+        assert_eq!(ip("fd00::5").authority(8765), "[fd00::5]:8765");
+        assert!(!ip("127.0.0.1").is_reachable() && name("mac.local").is_reachable());
+    }
+
+    #[test]
+    fn the_config_file_may_name_the_local_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[pairing]\naddress = \"Mac.Local.\"\n").unwrap();
+        assert_eq!(
+            PairingSettings::load(&path).unwrap().address,
+            Some(name("mac.local"))
+        );
+        std::fs::write(&path, "[pairing]\naddress = \"evil.example\"\n").unwrap();
+        let err = PairingSettings::load(&path).unwrap_err().to_string();
+        assert!(err.contains("is not an IP address"), "{err}");
     }
 
     #[test]
@@ -366,7 +707,7 @@ mod tests {
         );
         let settings = PairingSettings {
             workshop_url: Some("https://workshop.example/".into()),
-            address: Some("192.168.1.20".parse().unwrap()),
+            address: Some(ip("192.168.1.20")),
         };
         settings.save(&path).unwrap();
         assert_eq!(PairingSettings::load(&path).unwrap(), settings);

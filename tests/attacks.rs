@@ -314,7 +314,20 @@ async fn the_macs_own_names_are_served() {
     let world = World::with_state("a: 1\n");
     let bridge = start(world.config()).await;
     let port = bridge.local_addr().port();
-    for host in [format!("{short}.local:{port}"), format!("{name}:{port}")] {
+    let mut hosts = vec![format!("{short}.local:{port}"), format!("{name}:{port}")];
+    // The name the pairing QR code carries, as a browser may write it: in capitals, with
+    // the root's trailing dot, with or without the port.
+    if let Some(local) = workshop_bridge::localname::local_name() {
+        let upper = local.to_ascii_uppercase();
+        hosts.extend([
+            format!("{local}:{port}"),
+            format!("{upper}:{port}"),
+            format!("{local}.:{port}"),
+            format!("{upper}."),
+            local,
+        ]);
+    }
+    for host in hosts {
         let origin = format!("http://{host}");
         let mut ws = page(&bridge, &format!("/ws?token={TOKEN}"), &host, &origin).await;
         assert_nothing_pending(&mut ws).await;
@@ -325,6 +338,53 @@ async fn the_macs_own_names_are_served() {
         .await;
         assert_eq!(seen.status, 200, "{host}: {seen:?}");
     }
+    bridge.shutdown().await;
+}
+
+/// DNS rebinding through mDNS: an attacker on the LAN publishes a `.local` name of their
+/// own (or one close to this machine's) and points it here. Only this machine's own
+/// `.local` name is served; every other one is refused before anything else, on the page,
+/// the API and the WebSocket upgrade, token or not.
+#[tokio::test]
+async fn another_machines_local_name_is_refused() {
+    let Some(own) = workshop_bridge::localname::local_name() else {
+        support::report::skipped(
+            "another_machines_local_name_is_refused",
+            "this machine has no host name",
+        );
+        return;
+    };
+    let short = own.trim_end_matches(".local").to_owned();
+    let world = World::with_state("secret: the agent's whole world\n");
+    let bridge = start(world.config()).await;
+    let port = bridge.local_addr().port();
+    let addr = bridge.local_addr();
+    for name in [
+        "evil.local".to_owned(),
+        format!("{short}-2.local"),
+        format!("x{short}.local"),
+        format!("evil.{own}"),
+        format!("{own}.evil.example"),
+    ] {
+        let host = format!("{name}:{port}");
+        let origin = format!("Origin: http://{host}\r\n");
+        let with_token = format!("Authorization: Bearer {TOKEN}\r\n{origin}");
+        for path in ["/", "/api/gateway/status"] {
+            let (seen, _) = exchange(addr, &get_head(path, &host, &with_token)).await;
+            assert_eq!(seen.status, 421, "GET {path} as {host}: {seen:?}");
+            assert!(!seen.body.contains("secret"), "{seen:?}");
+        }
+        let (seen, _) = exchange(
+            addr,
+            &upgrade_head(&format!("/ws?token={TOKEN}"), &host, &origin),
+        )
+        .await;
+        assert_eq!(seen.status, 421, "upgrade as {host}: {seen:?}");
+        let body: Value = serde_json::from_str(&seen.body).unwrap();
+        assert_eq!(body["error"], "unknown_host", "{seen:?}");
+    }
+    assert!(world.inbox_files().is_empty());
+    assert_eq!(bridge.client_count(), 0);
     bridge.shutdown().await;
 }
 

@@ -2,6 +2,8 @@
 //! the bridge and the menu-bar app use.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::process::Command;
 
 #[test]
@@ -209,5 +211,50 @@ fn a_closed_pipe_ends_qr_quietly() {
             String::from_utf8_lossy(&output.stderr)
         ),
         (Some(0), "".into())
+    );
+}
+
+/// The Bonjour name outlives a DHCP lease: `--address NAME.local` puts it in the URL when
+/// it is this machine's name, in any case, with or without the trailing dot; another
+/// machine's `.local` name is refused with this one's.
+#[test]
+fn the_machines_local_name_can_be_asked_for_and_no_other() {
+    let Some(own) = workshop_bridge::localname::local_name() else {
+        support::report::skipped(
+            "the_machines_local_name_can_be_asked_for_and_no_other",
+            "this machine has no host name",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "token = \"t\"\n").unwrap();
+    for asked in [own.clone(), format!("{}.", own.to_ascii_uppercase())] {
+        let output = qr(&config, &["--address", &asked]);
+        assert!(output.status.success(), "{asked}: {output:?}");
+        let url = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            url.starts_with(&format!("http://{own}:8765/?token=t\n")),
+            "{asked}: {url}"
+        );
+    }
+    let output = qr(&config, &["--address", "someone-else.local"]);
+    assert_eq!(
+        failure(&output),
+        (
+            Some(1),
+            String::new(),
+            format!(
+                "workshop-bridge: `--address`: someone-else.local is not the name of this machine; its name on the network is {own}\n"
+            )
+        )
+    );
+    // Not a name nor an address: refused by the parser, naming both forms.
+    let output = qr(&config, &["--address", "evil.example"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("neither an IP address nor a NAME.local name"),
+        "{output:?}"
     );
 }
