@@ -526,10 +526,10 @@ fn qr(args: QrArgs, sources: &Sources<'_>) -> anyhow::Result<()> {
         // Asked for by name: the name, even when it does not answer here (a resolver
         // without mDNS may not know what the network's responder publishes).
         Some(host @ pairing::PairingHost::Name(_)) => {
-            if !network
+            if network
                 .local_name
                 .as_ref()
-                .is_some_and(|n| !n.addresses.is_empty())
+                .is_none_or(|n| n.addresses.is_empty())
             {
                 note(&format!(
                     "{host} does not answer on this machine now; the iPad reaches it only while an mDNS responder (Bonjour, avahi) publishes it"

@@ -2,11 +2,11 @@
 //! errors come back as sentences (or a [`FormError`] naming fields) the window shows
 //! inline.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tauri::{AppHandle, Emitter, Manager, Runtime, State, WebviewWindow};
+use workshop_bridge::pairing::PairingHost;
 
 use crate::controller::{Controller, Live, PairingView};
 use crate::settings::{FormError, SettingsForm, SettingsView};
@@ -15,6 +15,8 @@ use crate::settings::{FormError, SettingsForm, SettingsView};
 pub const LIVE_EVENT: &str = "live";
 /// Event carrying whether the app launches at login, when it changes.
 pub const LOGIN_EVENT: &str = "launch-at-login";
+/// Event carrying a fresh [`PairingView`] whenever this machine's addresses change.
+pub const PAIRING_EVENT: &str = "pairing";
 /// Event naming the section the settings window should show (`pairing`, …).
 pub const SECTION_EVENT: &str = "show-section";
 
@@ -121,7 +123,8 @@ pub async fn pairing(controller: State<'_, Arc<Controller>>) -> Result<PairingVi
     controller.pairing().await
 }
 
-/// Chooses the address the pairing URL names; an empty string means automatic.
+/// Chooses what the pairing URL names: an address, this machine's `NAME.local` name, or
+/// (an empty string) automatic.
 #[tauri::command]
 pub async fn set_pairing_address(
     controller: State<'_, Arc<Controller>>,
@@ -129,10 +132,7 @@ pub async fn set_pairing_address(
 ) -> Result<PairingView, String> {
     let address = match address.trim() {
         "" => None,
-        a => Some(
-            a.parse::<IpAddr>()
-                .map_err(|_| format!("“{a}” is not an IP address."))?,
-        ),
+        a => Some(PairingHost::parse(a)?),
     };
     controller.set_pairing_address(address).await
 }

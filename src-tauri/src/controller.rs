@@ -5,14 +5,15 @@
 //! menus (so it is tested without them): the app subscribes to [`Controller::subscribe`]
 //! and draws.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
-use workshop_bridge::pairing::{self, LanAddress, PairingSettings};
+use workshop_bridge::pairing::{
+    self, LanAddress, LocalName, NetworkAddresses, PairingHost, PairingSettings,
+};
 use workshop_bridge::{Bridge, BridgeHandle, ClientInfo, Config, Overrides, StateHealth};
 
 use crate::logs::{LogBuffer, LogLine};
@@ -65,16 +66,20 @@ pub struct PairingView {
     pub url: String,
     /// The QR code, as SVG.
     pub svg: String,
-    /// The address the URL names.
-    pub host: IpAddr,
-    /// Whether other devices can reach that address.
+    /// The name or address the URL names.
+    pub host: PairingHost,
+    /// Whether other devices can reach it.
     pub reachable: bool,
     /// Whether the bridge listens on every address (so the user may pick one).
     pub bind_all: bool,
     /// This machine's LAN addresses.
     pub addresses: Vec<LanAddress>,
+    /// This machine's `NAME.local` name, and whether it answers now.
+    pub local_name: Option<LocalName>,
     /// The user's pick, if any.
-    pub address: Option<IpAddr>,
+    pub address: Option<PairingHost>,
+    /// Why the user's pick is not the one in the URL, when it is not (it is gone).
+    pub note: Option<String>,
 }
 
 /// A running bridge, shared with the task that watches its clients. `BridgeHandle` is
@@ -96,6 +101,8 @@ struct Inner {
     config: Config,
     pairing: PairingSettings,
     prefs: AppPrefs,
+    /// This machine's addresses and `.local` name, as last reported.
+    network: NetworkAddresses,
     running: Option<Running>,
     /// Why the config file could not be used at start; the bridge will not start on
     /// defaults behind the user's back.
@@ -192,6 +199,7 @@ impl Controller {
                 config,
                 pairing,
                 prefs,
+                network: NetworkAddresses::unresolved(),
                 running: None,
                 load_error,
             }),
@@ -314,15 +322,45 @@ impl Controller {
     /// The pairing URL, its QR code and the addresses to choose from.
     pub async fn pairing(&self) -> Result<PairingView, String> {
         let inner = self.inner.lock().await;
-        pairing_view(&inner.config, &inner.pairing)
+        pairing_view(&inner)
     }
 
-    /// Chooses which address the pairing URL names (`None`: the first one); saved at once.
+    /// Takes in this machine's addresses as they are now: the status line and the pairing
+    /// view name an address the machine still has. Returns whether anything changed.
+    pub async fn set_network(&self, network: NetworkAddresses) -> bool {
+        let mut inner = self.inner.lock().await;
+        if inner.network == network {
+            return false;
+        }
+        inner.network = network;
+        let host = status_host(&inner);
+        self.status.send_if_modified(|s| match s {
+            BridgeStatus::Running { host: shown, .. } if *shown != host => {
+                tracing::info!(%host, "the bridge is now reached at another address");
+                *shown = host;
+                true
+            }
+            _ => false,
+        });
+        true
+    }
+
+    /// Chooses what the pairing URL names (`None`: automatic); saved at once. A name must
+    /// be this machine's `NAME.local` name.
     pub async fn set_pairing_address(
         &self,
-        address: Option<IpAddr>,
+        address: Option<PairingHost>,
     ) -> Result<PairingView, String> {
         let mut inner = self.inner.lock().await;
+        if let Some(PairingHost::Name(name)) = &address
+            && inner
+                .network
+                .local_name
+                .as_ref()
+                .is_none_or(|n| n.name != *name)
+        {
+            return Err(format!("“{name}” is not this Mac’s name on the network."));
+        }
         let mut pairing = inner.pairing.clone();
         pairing.address = address;
         pairing
@@ -331,7 +369,7 @@ impl Controller {
         inner.pairing = pairing;
         if let Some(running) = &inner.running {
             // the status line names the address too
-            let host = status_host(&inner.config, &inner.pairing);
+            let host = status_host(&inner);
             let (port, clients) = with_handle(&running.handle, |h| {
                 (h.local_addr().port(), h.client_count())
             });
@@ -341,7 +379,7 @@ impl Controller {
                 clients,
             });
         }
-        pairing_view(&inner.config, &inner.pairing)
+        pairing_view(&inner)
     }
 
     /// Everything the live panel shows.
@@ -367,7 +405,7 @@ impl Controller {
     fn view(&self, inner: &Inner) -> SettingsView {
         SettingsView {
             form: SettingsForm::from_config(&inner.config, &inner.pairing),
-            address: inner.pairing.address,
+            address: inner.pairing.address.clone(),
             start_bridge_on_launch: inner.prefs.start_bridge_on_launch,
             no_auth: inner.config.no_auth,
             config_path: crate::settings::abbreviate_home(&self.paths.config),
@@ -425,7 +463,7 @@ impl Controller {
         config: Config,
         pairing: &PairingSettings,
     ) -> Result<(), workshop_bridge::Error> {
-        let host = status_host(&config, pairing);
+        let host = pairing::choose_host(config.bind, pairing.address.as_ref(), &inner.network).host;
         match Bridge::start(config).await {
             Ok(handle) => {
                 let port = handle.local_addr().port();
@@ -507,28 +545,29 @@ async fn shut_down(running: Running, kick: bool) {
     }
 }
 
-/// The address the status line names: the LAN address for a bridge on every address.
-fn status_host(config: &Config, pairing: &PairingSettings) -> IpAddr {
-    if config.bind.is_unspecified() {
-        pairing::choose_host(config.bind, pairing.address, &pairing::lan_addresses())
-    } else {
-        config.bind
-    }
+/// What the status line names: the pairing host, so the tray and the QR code agree.
+fn status_host(inner: &Inner) -> PairingHost {
+    pairing::choose_host(
+        inner.config.bind,
+        inner.pairing.address.as_ref(),
+        &inner.network,
+    )
+    .host
 }
 
-fn pairing_view(config: &Config, settings: &PairingSettings) -> Result<PairingView, String> {
-    let addresses = pairing::lan_addresses();
-    let host = pairing::choose_host(config.bind, settings.address, &addresses);
-    let url = pairing::workshop_url(config, host, settings.workshop_url.as_deref())
-        .map_err(|e| e.to_string())?;
-    let svg = pairing::qr_svg(&url).map_err(|e| e.to_string())?;
+fn pairing_view(inner: &Inner) -> Result<PairingView, String> {
+    let (config, settings, network) = (&inner.config, &inner.pairing, &inner.network);
+    let pairing = pairing::pairing(config, settings, network).map_err(|e| e.to_string())?;
+    let svg = pairing::qr_svg(&pairing.url).map_err(|e| e.to_string())?;
     Ok(PairingView {
-        url,
+        url: pairing.url,
         svg,
-        host,
-        reachable: !host.is_loopback(),
+        host: pairing.host,
+        reachable: pairing.reachable,
         bind_all: config.bind.is_unspecified(),
-        addresses,
-        address: settings.address,
+        addresses: network.lan.clone(),
+        local_name: network.local_name.clone(),
+        address: settings.address.clone(),
+        note: pairing.note,
     })
 }

@@ -11,6 +11,7 @@
 pub mod commands;
 pub mod controller;
 pub mod logs;
+pub mod network;
 pub mod settings;
 pub mod status;
 pub mod tray;
@@ -108,6 +109,9 @@ pub fn run() {
             app.manage(LoginItems(Box::new(AutostartLoginItem(handle.clone()))));
             tray::create(&handle, &setup_controller.status())?;
             spawn_status_forwarder(&handle, Arc::clone(&setup_controller));
+            let network = tokio_util::sync::CancellationToken::new();
+            app.manage(network::NetworkWatch(network.clone()));
+            network::spawn(&handle, Arc::clone(&setup_controller), network);
             let controller = Arc::clone(&setup_controller);
             tauri::async_runtime::spawn(async move {
                 if controller.start_on_launch().await
@@ -131,12 +135,15 @@ pub fn run() {
             std::process::exit(1);
         }
     };
-    app.run(move |_app, event| match event {
+    app.run(move |app, event| match event {
         // Closing the last window keeps the app in the menu bar; Quit (an exit code) quits.
         RunEvent::ExitRequested {
             code: None, api, ..
         } => api.prevent_exit(),
         RunEvent::Exit => {
+            if let Some(network) = app.try_state::<network::NetworkWatch>() {
+                network.0.cancel();
+            }
             // Tell clients the bridge is going away and finish inbox writes (≤ 2 s).
             tauri::async_runtime::block_on(controller.stop());
         }

@@ -116,7 +116,7 @@ pub struct SettingsView {
     #[serde(flatten)]
     pub form: SettingsForm,
     /// The address chosen for pairing, if any.
-    pub address: Option<IpAddr>,
+    pub address: Option<workshop_bridge::pairing::PairingHost>,
     /// Whether the bridge starts when the app does.
     pub start_bridge_on_launch: bool,
     /// Whether authentication is off (set in the config file; the window does not change it).

@@ -1,8 +1,7 @@
 //! What the bridge is doing, in the words the tray menu shows.
 
-use std::net::{IpAddr, SocketAddr};
-
 use serde::Serialize;
+use workshop_bridge::pairing::PairingHost;
 
 /// The longest error text the tray menu shows; the settings window shows all of it.
 const MAX_ERROR_CHARS: usize = 60;
@@ -15,8 +14,9 @@ pub enum BridgeStatus {
     Stopped,
     /// Serving.
     Running {
-        /// The address other devices use: the LAN address when bound to all addresses.
-        host: IpAddr,
+        /// What other devices use: the pairing host (the `.local` name or a LAN address)
+        /// when bound to all addresses.
+        host: PairingHost,
         /// The port it listens on.
         port: u16,
         /// Connected clients.
@@ -30,7 +30,7 @@ pub enum BridgeStatus {
 }
 
 impl BridgeStatus {
-    /// The tray menu's status line: `Running on 192.168.1.20:8765 · 2 clients`, `Stopped`,
+    /// The tray menu's status line: `Running on mac.local:8765 · 2 clients`, `Stopped`,
     /// `Error: port 8765 is already in use on 0.0.0.0`.
     pub fn line(&self) -> String {
         match self {
@@ -43,7 +43,7 @@ impl BridgeStatus {
                 let plural = if *clients == 1 { "" } else { "s" };
                 format!(
                     "Running on {} · {clients} client{plural}",
-                    SocketAddr::new(*host, *port)
+                    host.authority(*port)
                 )
             }
             Self::Error { message } => format!("Error: {}", short_error(message)),
@@ -97,7 +97,7 @@ mod tests {
 
     fn running(host: &str, port: u16, clients: usize) -> BridgeStatus {
         BridgeStatus::Running {
-            host: host.parse().unwrap(),
+            host: PairingHost::parse(host).unwrap(),
             port,
             clients,
         }
@@ -120,6 +120,10 @@ mod tests {
         assert_eq!(
             running("fd00::5", 8765, 3).line(),
             "Running on [fd00::5]:8765 · 3 clients"
+        );
+        assert_eq!(
+            running("mac.local", 8765, 1).line(),
+            "Running on mac.local:8765 · 1 client"
         );
     }
 

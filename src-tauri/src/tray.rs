@@ -214,7 +214,7 @@ mod tests {
     fn the_toggle_offers_the_opposite_of_the_state() {
         assert_eq!(toggle_text(&BridgeStatus::Stopped), "Start Bridge");
         let running = BridgeStatus::Running {
-            host: "127.0.0.1".parse().unwrap(),
+            host: workshop_bridge::pairing::PairingHost::Ip("127.0.0.1".parse().unwrap()),
             port: 1,
             clients: 0,
         };

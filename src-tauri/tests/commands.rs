@@ -413,7 +413,12 @@ fn pairing_gives_the_url_with_the_token_and_its_qr_code() {
     let err = t
         .invoke("set_pairing_address", json!({ "address": "not-an-ip" }))
         .unwrap_err();
-    assert_eq!(err, json!("“not-an-ip” is not an IP address."));
+    assert_eq!(
+        err,
+        json!(
+            "“not-an-ip” is neither an IP address nor a NAME.local name; use one like 192.168.1.20 or mac.local"
+        )
+    );
 }
 
 #[test]

@@ -231,14 +231,30 @@ function renderPairing(p) {
   select.innerHTML = "";
   const auto = new Option(p.bind_all ? `Automatic (${p.host})` : `${p.host} (the bridge listens only there)`, "");
   select.add(auto);
+  const choices = [];
   if (p.bind_all) {
-    for (const a of p.addresses) select.add(new Option(`${a.ip} — ${a.interface}`, a.ip));
-    select.value = p.address && p.addresses.some((a) => a.ip === p.address) ? p.address : "";
+    // The Bonjour name first: it stays the same when the network gives the Mac a new address.
+    if (p.local_name) {
+      const answers = p.local_name.addresses.length > 0;
+      const label = answers ? `${p.local_name.name} — Bonjour name` : `${p.local_name.name} — not answering on this network`;
+      select.add(new Option(label, p.local_name.name));
+      choices.push(p.local_name.name);
+    }
+    for (const a of p.addresses) {
+      select.add(new Option(`${a.ip} — ${a.interface}`, a.ip));
+      choices.push(a.ip);
+    }
+    select.value = p.address && choices.includes(p.address) ? p.address : "";
   }
-  select.disabled = !p.bind_all || p.addresses.length < 2;
+  select.disabled = !p.bind_all || choices.length < 2;
   const warning = $("#pairing-warning");
-  warning.hidden = p.reachable;
-  warning.textContent = p.reachable ? "" : "This address works on this Mac only. Listen on 0.0.0.0 (General) so the iPad can connect.";
+  const text = !p.reachable
+    ? "This address works on this Mac only. Listen on 0.0.0.0 (General) so the iPad can connect."
+    : p.note
+      ? p.note.charAt(0).toUpperCase() + p.note.slice(1) + "."
+      : "";
+  warning.hidden = !text;
+  warning.textContent = text;
 }
 
 async function refreshPairing() {
@@ -422,6 +438,8 @@ async function start() {
     renderLive(live);
     if (wasRunning !== (live.status.state === "running")) refreshPairing();
   });
+  // The Mac's addresses changed (a new DHCP lease, Wi-Fi off): a fresh URL and QR code.
+  await listen("pairing", (p) => renderPairing(p));
   await listen("launch-at-login", (on) => ($("#launch-at-login").checked = on));
   await listen("show-section", (name) => showSection(name));
   document.body.dataset.ready = "true";
