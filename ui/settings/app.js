@@ -251,7 +251,7 @@ function renderPairing(p) {
   const text = !p.reachable
     ? "This address works on this Mac only. Listen on 0.0.0.0 (General) so the iPad can connect."
     : p.note
-      ? p.note.charAt(0).toUpperCase() + p.note.slice(1) + "."
+      ? `${p.note}.` // begins with an address or a name, which keep their case
       : "";
   warning.hidden = !text;
   warning.textContent = text;
