@@ -1,7 +1,7 @@
 //! Following this machine's addresses as they change: an interface going up or down, a
 //! new DHCP lease, a VPN connecting.
 //!
-//! [`watch`] publishes the current [`NetworkAddresses`] on a `watch` channel and replaces
+//! [`watch()`] publishes the current [`NetworkAddresses`] on a `watch` channel and replaces
 //! them whenever the system reports a change (netlink on Linux, the routing socket on
 //! macOS, through the `netwatcher` crate: no polling). After each change the `.local`
 //! name is looked up again, since the addresses it leads to may have changed with it. The
