@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::pairing::PairingSettings;
 
+mod editor;
 mod file;
 pub mod values;
 
+pub use editor::ConfigEditor;
 pub use file::ConfigFile;
 use values::{
     de_address, de_log_format, de_number, de_optional_number, de_port, de_switch, parse_address,
@@ -388,26 +390,19 @@ impl Config {
         Ok(config)
     }
 
-    /// Writes the config file atomically, readable only by its owner (it holds the token).
-    pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let text = toml::to_string_pretty(self).map_err(|e| Error::WriteConfig {
-            path: path.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        write_config_text(path, &text)
-    }
-
     /// Makes sure a token exists when authentication is on.
     ///
     /// On first run a random 256-bit token is generated and saved into the config file at
-    /// `path`, keeping every other key the file holds (and not writing defaults into it).
-    /// Returns whether one was generated.
+    /// `path` through [`ConfigEditor`], keeping everything else the file holds as it was
+    /// written (and not writing defaults into it). Returns whether one was generated.
     pub fn ensure_token(&mut self, path: &Path) -> Result<bool, Error> {
         if self.no_auth || self.token.is_some() {
             return Ok(false);
         }
         let token = generate_token()?;
-        save_token(path, &token)?;
+        let mut file = ConfigEditor::open(path)?;
+        file.set("token", token.as_str());
+        file.save()?;
         self.token = Some(token);
         Ok(true)
     }
@@ -528,39 +523,6 @@ impl Config {
             }
         }
     }
-}
-
-/// The config file as a TOML table, for programs that change some keys and keep the rest
-/// (and the user's other settings) as they are; a missing file is an empty table.
-pub fn read_config_table(path: &Path) -> Result<toml::Table, Error> {
-    ConfigFile::read(path)?.parse()
-}
-
-/// Writes `token` into the config file at `path` (making it if need be), keeping every
-/// other key the file holds, and not writing defaults into it.
-pub fn save_token(path: &Path, token: &str) -> Result<(), Error> {
-    let mut table = read_config_table(path)?;
-    table.insert("token".into(), toml::Value::String(token.to_owned()));
-    let text = toml::to_string_pretty(&table).map_err(|e| Error::WriteConfig {
-        path: path.to_owned(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    write_config_text(path, &text)
-}
-
-/// Replaces the config file with `text` atomically (a reader sees the old file or the new
-/// one), readable only by its owner, since it holds the token.
-pub fn write_config_text(path: &Path, text: &str) -> Result<(), Error> {
-    let err = |source| Error::WriteConfig {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
-    crate::durable::write_atomically(dir, path, text.as_bytes(), true).map_err(err)
 }
 
 /// The least a configured token must be worth, in bits of guessing.

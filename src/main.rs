@@ -16,7 +16,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, filter};
 use workshop_bridge::config::values::{parse_address, parse_port, parse_switch};
-use workshop_bridge::config::{ConfigFile, generate_token, save_token};
+use workshop_bridge::config::{ConfigEditor, ConfigFile, generate_token};
 use workshop_bridge::{Bridge, Config, Error, LogFormat, Overrides, pairing};
 
 /// Links an AI agent's state file and inbox to the Workshop and to other agents,
@@ -426,7 +426,9 @@ fn serve(args: ServeArgs, sources: &Sources<'_>, early: Early) -> anyhow::Result
                 .await
                 .map_err(|e| sources.explain(e, &file))?;
             if let Some(token) = &new_token {
-                save_token(&path, token)?;
+                let mut editor = ConfigEditor::open(&path)?;
+                editor.set("token", token.as_str());
+                editor.save()?;
                 let sentence = token_saved_sentence(&file, explicit);
                 if explicit && !file.existed() {
                     tracing::warn!("{sentence}");
@@ -465,13 +467,11 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     }
     if !config.no_auth && config.token.is_none() {
         check_config_folder(&path, explicit)?;
-        let token = generate_token()?;
-        save_token(&path, &token)?;
+        config.ensure_token(&path)?;
         // The token itself is the output; that the file is new is worth a line.
         if !file.existed() {
             note(&token_saved_sentence(&file, explicit));
         }
-        config.token = Some(token);
     }
     write_stdout(&format!("{}\n", config.token.unwrap_or_default()))
 }
@@ -517,10 +517,8 @@ fn qr(args: QrArgs, sources: &Sources<'_>) -> anyhow::Result<()> {
     }
     if !config.no_auth && config.token.is_none() {
         check_config_folder(&path, explicit)?;
-        let token = generate_token()?;
-        save_token(&path, &token)?;
+        config.ensure_token(&path)?;
         note(&token_saved_sentence(&file, explicit));
-        config.token = Some(token);
     }
     let pairing = match args.address {
         // Asked for by name: the name, even when it does not answer here (a resolver

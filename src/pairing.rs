@@ -20,7 +20,7 @@ use qrcode::render::{svg, unicode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
-use crate::config::{Config, ConfigFile, read_config_table, write_config_text};
+use crate::config::{Config, ConfigEditor, ConfigFile};
 use crate::error::Error;
 use crate::localname::{self, RESOLVE_BOUND, Resolve, SystemResolver};
 
@@ -232,23 +232,20 @@ impl PairingSettings {
         Ok(ConfigFile::read(config_path)?.parse::<Section>()?.pairing)
     }
 
-    /// Writes the `[pairing]` section into the config file, keeping everything else.
+    /// Writes the `[pairing]` section into the config file, keeping everything else as it
+    /// was written. A choice not made is removed, and the section with it when nothing is
+    /// left in it (and it has no comment of its own).
     pub fn save(&self, config_path: &Path) -> Result<(), Error> {
-        let mut table = read_config_table(config_path)?;
-        if self.is_default() {
-            table.remove("pairing");
-        } else {
-            let section = toml::Table::try_from(self).map_err(|e| Error::WriteConfig {
-                path: config_path.to_owned(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            table.insert("pairing".into(), toml::Value::Table(section));
+        let mut file = ConfigEditor::open(config_path)?;
+        match &self.workshop_url {
+            Some(url) => file.set_in("pairing", "workshop_url", url.as_str()),
+            None => file.remove_in("pairing", "workshop_url"),
         }
-        let text = toml::to_string_pretty(&table).map_err(|e| Error::WriteConfig {
-            path: config_path.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        write_config_text(config_path, &text)
+        match self.address {
+            Some(address) => file.set_in("pairing", "address", address.to_string()),
+            None => file.remove_in("pairing", "address"),
+        }
+        file.save()
     }
 
     /// Checks the Workshop URL, naming `workshop_url` when it is not an http(s) URL.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use workshop_bridge::Config;
+use workshop_bridge::config::{ConfigEditor, ConfigFile};
 use workshop_bridge::pairing::PairingSettings;
 
 /// What the settings window sends on Apply, as typed (so "70000" or "abc" in the port
@@ -345,81 +346,68 @@ fn dirs_home() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Writes the settings the window manages into the config file at `path`, keeping every
-/// other key the file holds and not writing defaults it never had. Atomic, and readable
-/// only by the owner (the file holds the token).
+/// Writes the settings the window manages into the config file at `path`, through the
+/// library's [`ConfigEditor`]: a setting is written only when it differs from what the file
+/// gives, in the key the user wrote it under, and everything else in the file (comments,
+/// key order, other keys and sections) stays as it was. Atomic, and readable only by the
+/// owner (the file holds the token). A file that is not valid TOML is not touched.
 pub fn save_config(path: &Path, config: &Config) -> Result<(), String> {
-    let mut table = match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str::<toml::Table>(&text).map_err(|e| {
-            format!(
-                "The config file {} is invalid, so it was not changed: {}",
-                path.display(),
-                e.to_string().trim().replace('\n', " ")
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
-        Err(e) => {
-            return Err(format!(
-                "Cannot read the config file {}: {e}.",
-                path.display()
-            ));
-        }
-    };
+    let file = ConfigFile::read(path).map_err(|e| sentence(&e.to_string()))?;
+    let mut editor = ConfigEditor::from_file(&file)
+        .map_err(|e| sentence(&format!("{e}; it was not changed")))?;
+    // What the file holds now; when a value in it cannot be read, every managed setting is
+    // written (which puts right what was wrong).
+    let on_file = Config::from_file(&file).ok();
     let defaults = Config::default();
-    let path_value = |p: &Path| toml::Value::String(p.display().to_string());
-    let managed: [(&str, toml::Value, bool); 6] = [
+    let path_text = |p: &Path| toml::Value::String(p.display().to_string());
+    let origins_key = if editor.contains("allowed_origin") {
+        "allowed_origin"
+    } else {
+        "allowed_origins"
+    };
+    type Field = fn(&Config, &Config) -> bool;
+    let managed: [(&str, toml::Value, Field); 6] = [
+        ("port", i64::from(config.port).into(), |a, b| {
+            a.port == b.port
+        }),
+        ("bind", config.bind.to_string().into(), |a, b| {
+            a.bind == b.bind
+        }),
+        ("state_file", path_text(&config.state_file), |a, b| {
+            a.state_file == b.state_file
+        }),
+        ("inbox_dir", path_text(&config.inbox_dir), |a, b| {
+            a.inbox_dir == b.inbox_dir
+        }),
+        ("outbox_dir", path_text(&config.outbox_dir), |a, b| {
+            a.outbox_dir == b.outbox_dir
+        }),
         (
-            "port",
-            toml::Value::Integer(i64::from(config.port)),
-            config.port != defaults.port,
-        ),
-        (
-            "bind",
-            toml::Value::String(config.bind.to_string()),
-            config.bind != defaults.bind,
-        ),
-        (
-            "state_file",
-            path_value(&config.state_file),
-            config.state_file != defaults.state_file,
-        ),
-        (
-            "inbox_dir",
-            path_value(&config.inbox_dir),
-            config.inbox_dir != defaults.inbox_dir,
-        ),
-        (
-            "outbox_dir",
-            path_value(&config.outbox_dir),
-            config.outbox_dir != defaults.outbox_dir,
-        ),
-        (
-            "allowed_origins",
-            toml::Value::Array(
-                config
-                    .allowed_origins
-                    .iter()
-                    .map(|o| toml::Value::String(o.clone()))
-                    .collect(),
-            ),
-            !config.allowed_origins.is_empty(),
+            origins_key,
+            config.allowed_origins.clone().into(),
+            |a, b| a.allowed_origins == b.allowed_origins,
         ),
     ];
-    for (key, value, differs) in managed {
-        if differs || table.contains_key(key) {
-            table.insert(key.to_owned(), value);
+    for (key, value, same) in managed {
+        if on_file.as_ref().is_some_and(|f| same(f, config)) {
+            continue;
+        }
+        if !same(&defaults, config) || editor.contains(key) {
+            editor.set(key, value);
         }
     }
     match &config.token {
-        Some(token) => {
-            table.insert("token".to_owned(), toml::Value::String(token.clone()));
+        Some(token)
+            if on_file
+                .as_ref()
+                .is_none_or(|f| f.token.as_ref() != Some(token)) =>
+        {
+            editor.set("token", token.as_str());
         }
-        None => {
-            table.remove("token");
-        }
+        Some(_) => {}
+        None => editor.remove("token"),
     }
-    let text = toml::to_string_pretty(&table).map_err(|e| e.to_string())?;
-    workshop_bridge::config::write_config_text(path, &text).map_err(|e| sentence(&e.to_string()))
+    editor.save().map_err(|e| sentence(&e.to_string()))
 }
 
 /// The app's own preferences: the `[app]` section of the config file it shares with the CLI.
@@ -442,7 +430,9 @@ impl AppPrefs {
     /// Reads the `[app]` section of the config file; a missing or invalid one gives the
     /// defaults (and a warning).
     pub fn load(config_path: &Path) -> Self {
-        let section = workshop_bridge::config::read_config_table(config_path)
+        let section = ConfigFile::read(config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|file| toml::from_str::<toml::Table>(file.text()).map_err(|e| e.to_string()))
             .map(|mut table| table.remove("app"));
         match section {
             Ok(None) => Self::default(),
@@ -457,15 +447,16 @@ impl AppPrefs {
         }
     }
 
-    /// Writes the `[app]` section into the config file atomically, keeping everything else.
+    /// Writes the `[app]` section into the config file through the library's
+    /// [`ConfigEditor`]: atomically, keeping everything else (comments, order, other keys of
+    /// `[app]`) as it was written.
     pub fn save(&self, config_path: &Path) -> Result<(), String> {
-        let mut table = workshop_bridge::config::read_config_table(config_path)
-            .map_err(|e| sentence(&e.to_string()))?;
-        let section = toml::Table::try_from(self).map_err(|e| e.to_string())?;
-        table.insert("app".into(), toml::Value::Table(section));
-        let text = toml::to_string_pretty(&table).map_err(|e| e.to_string())?;
-        workshop_bridge::config::write_config_text(config_path, &text)
-            .map_err(|e| sentence(&e.to_string()))
+        let mut editor = ConfigEditor::open(config_path).map_err(|e| sentence(&e.to_string()))?;
+        let values = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+        for (key, value) in values {
+            editor.set_in("app", &key, value);
+        }
+        editor.save().map_err(|e| sentence(&e.to_string()))
     }
 }
 
@@ -682,6 +673,128 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    /// A config file as a person writes one: comments above and beside keys, an order of
+    /// their own, a setting under its singular name, and in `[app]` a key and a section this
+    /// version does not know.
+    const COMMENTED: &str = r#"# Workshop Bridge, set up by hand.
+
+# The port the Workshop expects.
+port = 9000   # not the default: 8765 is taken here
+state_file = "~/agents/timmy/world.yaml"
+
+# The iPad's secret.
+token = "0123456789abcdef0123456789abcdef"  # from the setup day
+heartbeat_secs = 20
+allowed_origin = ["http://workshop.local:5173"]  # the dev server
+
+# What the QR code opens.
+[pairing]
+workshop_url = "https://workshop.example/scene"  # the public scene
+
+[app]
+start_bridge_on_launch = true  # at login too
+window_theme = "dark"   # a preference of a later version
+
+# A section of a later version.
+[app.window]
+width = 640
+"#;
+
+    fn assert_private(path: &Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn applying_the_form_changes_only_what_changed_and_keeps_the_rest_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, COMMENTED).unwrap();
+        let loaded = Config::load(&path).unwrap();
+        let mut form = SettingsForm::from_config(&loaded, &PairingSettings::default());
+        form.port = "9100".into();
+        form.token = "fedcba9876543210fedcba9876543210".into();
+        form.allowed_origins.push("http://other.local:8080".into());
+        let (config, _) = form.validate(&loaded, &PairingSettings::default()).unwrap();
+        save_config(&path, &config).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            COMMENTED
+                .replace("port = 9000", "port = 9100")
+                .replace(
+                    "0123456789abcdef0123456789abcdef",
+                    "fedcba9876543210fedcba9876543210"
+                )
+                .replace(
+                    "[\"http://workshop.local:5173\"]",
+                    "[\"http://workshop.local:5173\", \"http://other.local:8080\"]"
+                )
+        );
+        assert_private(&path);
+        let reloaded = Config::load(&path).unwrap();
+        assert_eq!(reloaded.port, 9100);
+        assert_eq!(reloaded.state_file, loaded.state_file);
+
+        // Nothing changed: the file is not written at all (its mode shows it).
+        std::fs::write(&path, COMMENTED).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+            save_config(&path, &Config::load(&path).unwrap()).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o640, "not rewritten");
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), COMMENTED);
+    }
+
+    #[test]
+    fn the_app_section_is_saved_keeping_what_the_app_does_not_know() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, COMMENTED).unwrap();
+        assert!(AppPrefs::load(&path).start_bridge_on_launch);
+        AppPrefs {
+            start_bridge_on_launch: false,
+        }
+        .save(&path)
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            COMMENTED.replace(
+                "start_bridge_on_launch = true",
+                "start_bridge_on_launch = false"
+            )
+        );
+        assert_private(&path);
+        assert!(!AppPrefs::load(&path).start_bridge_on_launch);
+        // A file with no [app] section gets one at the end.
+        let fresh = dir.path().join("fresh.toml");
+        std::fs::write(&fresh, "# mine\nport = 9000\n").unwrap();
+        AppPrefs::default().save(&fresh).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&fresh).unwrap(),
+            "# mine\nport = 9000\n\n[app]\nstart_bridge_on_launch = true\n"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_is_not_overwritten_by_the_app_section_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "token = \"keep\"\nport = [").unwrap();
+        let err = AppPrefs::default().save(&path).unwrap_err();
+        assert!(err.contains("is not valid TOML"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "token = \"keep\"\nport = ["
+        );
     }
 
     #[test]
