@@ -2,8 +2,8 @@
 //!
 //! Precedence, lowest first: built-in defaults, the TOML config file, `WORKSHOP_BRIDGE_*`
 //! environment variables, command-line flags. Flags and environment share one clap type,
-//! [`Overrides`], so the app (which has no command line) reads the same variables by parsing
-//! an empty argument list.
+//! [`Overrides`], so the app (which has no command line) reads the same variables, each on
+//! its own ([`EnvOverrides`]): one it cannot use is named, and the others still apply.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,10 +16,12 @@ use crate::error::Error;
 use crate::pairing::PairingSettings;
 
 mod editor;
+mod env;
 mod file;
 pub mod values;
 
 pub use editor::ConfigEditor;
+pub use env::{EnvOverrides, EnvProblem, env_problems};
 pub use file::ConfigFile;
 use values::{
     de_address, de_log_format, de_number, de_optional_number, de_port, de_switch, parse_address,
@@ -300,19 +302,11 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    /// Reads only the `WORKSHOP_BRIDGE_*` environment variables (for programs without flags).
-    pub fn from_env() -> Self {
-        #[derive(clap::Parser)]
-        struct EnvOnly {
-            #[command(flatten)]
-            overrides: Overrides,
-        }
-        use clap::Parser;
-        // An empty argument list cannot fail on flags; a malformed variable falls back
-        // to no overrides rather than aborting the app, and is reported by `validate`.
-        EnvOnly::try_parse_from(["workshop-bridge"])
-            .map(|e| e.overrides)
-            .unwrap_or_default()
+    /// Reads only the `WORKSHOP_BRIDGE_*` environment variables (for programs without flags),
+    /// each on its own: one that cannot be used is named in [`EnvOverrides::problems`] and
+    /// the others still apply.
+    pub fn from_env() -> EnvOverrides {
+        EnvOverrides::read()
     }
 
     /// Writes every value that was set into `config`.

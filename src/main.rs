@@ -234,26 +234,55 @@ fn value_sentence(e: &clap::Error, arg: &str, args: &[OsString]) -> String {
             format!("{value} is not one of {valid}")
         }
     };
-    let on_command_line = args.iter().any(|a| {
+    let on_command_line = long_given(long, args);
+    // The command run: its own arguments are the ones whose variables count.
+    let command = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|name| Cli::command().find_subcommand(name).cloned())
+        .unwrap_or_else(Cli::command);
+    let env = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+    match env {
+        Some(env) if !on_command_line && std::env::var_os(&env).is_some() => {
+            // Clap stops at the first variable it cannot read: each is read again on its
+            // own, so that every one at fault is named at once.
+            let all: Vec<String> = workshop_bridge::config::env_problems(&command)
+                .iter()
+                .filter(|p| !flag_given(&command, &p.variable, args))
+                .map(ToString::to_string)
+                .collect();
+            if all.is_empty() {
+                format!("`{env}` in the environment: {problem}")
+            } else {
+                all.join("; ")
+            }
+        }
+        _ => format!("`--{long}`: {problem}"),
+    }
+}
+
+/// Whether the flag whose variable is `variable` is on the command line (clap then leaves
+/// the variable alone).
+fn flag_given(command: &clap::Command, variable: &str, args: &[OsString]) -> bool {
+    command
+        .get_arguments()
+        .find(|a| a.get_env().is_some_and(|e| e == variable))
+        .and_then(|a| a.get_long())
+        .is_some_and(|long| long_given(long, args))
+}
+
+/// Whether `--long` is on the command line.
+fn long_given(long: &str, args: &[OsString]) -> bool {
+    args.iter().any(|a| {
         a.to_str().is_some_and(|a| {
             a.strip_prefix("--")
                 .and_then(|a| a.strip_prefix(long))
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
         })
-    });
-    let env = std::iter::once(Cli::command())
-        .chain(Cli::command().get_subcommands().cloned())
-        .find_map(|c| {
-            c.get_arguments()
-                .find(|a| a.get_long() == Some(long))
-                .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
-        });
-    match env {
-        Some(env) if !on_command_line && std::env::var_os(&env).is_some() => {
-            format!("`{env}` in the environment: {problem}")
-        }
-        _ => format!("`--{long}`: {problem}"),
-    }
+    })
 }
 
 /// Clap's message, its tips and where to look, on one line.

@@ -555,6 +555,38 @@ async fn start_up_errors_are_one_sentence_and_leave_nothing_behind() {
             sentence: "`WORKSHOP_BRIDGE_PORT` in the environment: abc is not a port number; use one from 0 to 65535 (0 picks a free port)".into(),
         }
         }),
+        (
+            "several variables, two of them wrong: each named, the good one not",
+            |w| {
+                Case {
+            args: with(w, &[]),
+            env: vec![
+                ("WORKSHOP_BRIDGE_NO_AUTH", "maybe".into()),
+                ("WORKSHOP_BRIDGE_HEARTBEAT_SECS", "20".into()),
+                ("WORKSHOP_BRIDGE_PORT", "abc".into()),
+            ],
+            as_nobody: false,
+            hold: None,
+            code: 2,
+            sentence: "`WORKSHOP_BRIDGE_PORT` in the environment: abc is not a port number; use one from 0 to 65535 (0 picks a free port); `WORKSHOP_BRIDGE_NO_AUTH` in the environment: maybe is not true or false".into(),
+        }
+            },
+        ),
+        ("a wrong variable whose flag is given is not read", |w| {
+            Case {
+                args: with(w, &["--port", "0"]),
+                env: vec![
+                    ("WORKSHOP_BRIDGE_PORT", "abc".into()),
+                    ("WORKSHOP_BRIDGE_NO_AUTH", "maybe".into()),
+                ],
+                as_nobody: false,
+                hold: None,
+                code: 2,
+                sentence:
+                    "`WORKSHOP_BRIDGE_NO_AUTH` in the environment: maybe is not true or false"
+                        .into(),
+            }
+        }),
         ("no heartbeat, as a flag", |w| Case {
             args: with(w, &["--heartbeat-secs", "0"]),
             env: vec![],

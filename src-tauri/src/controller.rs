@@ -11,6 +11,7 @@ use std::sync::{Arc, PoisonError};
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
+use workshop_bridge::config::{EnvOverrides, EnvProblem};
 use workshop_bridge::pairing::{
     self, LanAddress, LocalName, NetworkAddresses, PairingHost, PairingSettings,
 };
@@ -109,11 +110,20 @@ struct Inner {
     load_error: Option<String>,
 }
 
+/// The `WORKSHOP_BRIDGE_*` variables the app started with, as the settings window lists them.
+#[derive(Debug, Clone, Default)]
+struct Environment {
+    /// The variables in effect.
+    applied: Vec<String>,
+    /// The variables left out, each with the reason.
+    refused: Vec<EnvProblem>,
+}
+
 /// Owns the bridge. Every change goes through one async lock, so a Start clicked during an
 /// Apply waits for it rather than racing it.
 pub struct Controller {
     paths: Paths,
-    env_overrides: Vec<String>,
+    environment: Environment,
     inner: Mutex<Inner>,
     status: watch::Sender<BridgeStatus>,
     logs: LogBuffer,
@@ -125,13 +135,16 @@ impl Controller {
     /// `WORKSHOP_BRIDGE_*` environment, and reads the pairing and app files. A config file
     /// that cannot be used leaves the bridge stopped with the reason as its status.
     pub fn load(paths: Paths, logs: LogBuffer) -> Self {
+        Self::load_with_env(paths, Overrides::from_env(), logs)
+    }
+
+    /// [`Controller::load`] with the variables given rather than the process's own. Each
+    /// variable counts on its own: one that cannot be used is left out and named in the
+    /// settings window; the others apply.
+    pub fn load_with_env(paths: Paths, mut env: EnvOverrides, logs: LogBuffer) -> Self {
         let first_run = !paths.config.exists();
-        let env_overrides: Vec<String> = std::env::vars_os()
-            .filter_map(|(k, _)| k.into_string().ok())
-            .filter(|k| k.starts_with("WORKSHOP_BRIDGE_") && k != "WORKSHOP_BRIDGE_CONFIG")
-            .collect();
         let loaded = Config::load(&paths.config).and_then(|mut config| {
-            Overrides::from_env().apply_to(&mut config);
+            env.apply_to(&mut config);
             if config.ensure_token(&paths.config)? {
                 tracing::info!(config = %paths.config.display(), "generated a token and saved it");
             }
@@ -141,8 +154,17 @@ impl Controller {
             Ok(config) => (config, None),
             Err(e) => {
                 tracing::error!(error = %e, "cannot use the config file");
-                (Config::default(), Some(e.to_string()))
+                let mut config = Config::default();
+                env.apply_to(&mut config);
+                (config, Some(e.to_string()))
             }
+        };
+        for problem in env.problems() {
+            tracing::warn!("{problem}; the other settings apply");
+        }
+        let environment = Environment {
+            applied: env.variables(),
+            refused: env.problems().to_vec(),
         };
         let pairing = PairingSettings::load(&paths.config).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the pairing settings");
@@ -155,7 +177,7 @@ impl Controller {
             pairing,
             prefs,
             load_error,
-            env_overrides,
+            environment,
             first_run,
             logs,
         )
@@ -169,7 +191,7 @@ impl Controller {
             PairingSettings::default(),
             AppPrefs::default(),
             None,
-            Vec::new(),
+            Environment::default(),
             false,
             logs,
         )
@@ -182,7 +204,7 @@ impl Controller {
         pairing: PairingSettings,
         prefs: AppPrefs,
         load_error: Option<String>,
-        env_overrides: Vec<String>,
+        environment: Environment,
         first_run: bool,
         logs: LogBuffer,
     ) -> Self {
@@ -194,7 +216,7 @@ impl Controller {
         };
         Self {
             paths,
-            env_overrides,
+            environment,
             inner: Mutex::new(Inner {
                 config,
                 pairing,
@@ -409,7 +431,8 @@ impl Controller {
             start_bridge_on_launch: inner.prefs.start_bridge_on_launch,
             no_auth: inner.config.no_auth,
             config_path: crate::settings::abbreviate_home(&self.paths.config),
-            env_overrides: self.env_overrides.clone(),
+            env_overrides: self.environment.applied.clone(),
+            env_problems: self.environment.refused.clone(),
         }
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use workshop_bridge::Config;
-use workshop_bridge::config::{ConfigEditor, ConfigFile};
+use workshop_bridge::config::{ConfigEditor, ConfigFile, EnvProblem};
 use workshop_bridge::pairing::PairingSettings;
 
 /// What the settings window sends on Apply, as typed (so "70000" or "abc" in the port
@@ -126,6 +126,9 @@ pub struct SettingsView {
     pub config_path: String,
     /// `WORKSHOP_BRIDGE_*` variables that overrode the file when the app started.
     pub env_overrides: Vec<String>,
+    /// `WORKSHOP_BRIDGE_*` variables that were set but left out, each with the reason
+    /// (`abc is not a port number; …`): the others apply without them.
+    pub env_problems: Vec<EnvProblem>,
 }
 
 impl SettingsForm {

@@ -15,6 +15,7 @@ use tauri::test::{
 use tauri::webview::InvokeRequest;
 use tauri::{App, WebviewWindow, WebviewWindowBuilder};
 use workshop_bridge::Config;
+use workshop_bridge::config::EnvOverrides;
 use workshop_bridge_app::app_builder;
 use workshop_bridge_app::commands::{LoginItems, MemoryLoginItem};
 use workshop_bridge_app::controller::{Controller, Paths};
@@ -94,6 +95,7 @@ impl TestApp {
             "no_auth",
             "config_path",
             "env_overrides",
+            "env_problems",
         ] {
             form.remove(key);
         }
@@ -150,6 +152,73 @@ fn settings_show_the_config_in_effect() {
             .unwrap()
             .ends_with("config.toml")
     );
+}
+
+/// The app started with `WORKSHOP_BRIDGE_*` variables, two of them wrong: the settings
+/// window names those two with the reason, lists only the good ones as in effect, and the
+/// bridge runs on the good ones.
+#[test]
+fn a_wrong_variable_is_named_in_the_settings_and_the_others_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let paths = Paths::beside(dir.path().join("config.toml"));
+    std::fs::write(
+        &paths.config,
+        format!(
+            "token = \"first-token-0123456789abcdefghij\"\nstate_file = \"{}\"\ninbox_dir = \"{}\"\noutbox_dir = \"{}\"\n",
+            dir.path().join("state.yaml").display(),
+            dir.path().join("inbox").display(),
+            dir.path().join("outbox").display(),
+        ),
+    )
+    .unwrap();
+    let env = EnvOverrides::from_vars(
+        [
+            ("WORKSHOP_BRIDGE_PORT", port.to_string()),
+            ("WORKSHOP_BRIDGE_BIND", "127.0.0.1".to_owned()),
+            ("WORKSHOP_BRIDGE_MAX_CONNECTIONS", "lots".to_owned()),
+            ("WORKSHOP_BRIDGE_HEARTBEAT_SECS", "0".to_owned()),
+        ]
+        .map(|(k, v)| (k.into(), v.into())),
+    );
+    let controller = Arc::new(Controller::load_with_env(paths, env, LogBuffer::new(50)));
+    let app = app_builder(mock_builder(), Arc::clone(&controller))
+        .manage(LoginItems(Box::new(MemoryLoginItem::default())))
+        .build(mock_context(noop_assets()))
+        .unwrap();
+    let window = WebviewWindowBuilder::new(&app, "settings", Default::default())
+        .build()
+        .unwrap();
+    let t = TestApp {
+        _app: app,
+        window,
+        controller,
+        dir,
+        port,
+    };
+    let settings = t.ok("get_settings", json!({}));
+    assert_eq!(
+        settings["env_overrides"],
+        json!(["WORKSHOP_BRIDGE_PORT", "WORKSHOP_BRIDGE_BIND"])
+    );
+    assert_eq!(
+        settings["env_problems"],
+        json!([
+            {
+                "variable": "WORKSHOP_BRIDGE_MAX_CONNECTIONS",
+                "message": "lots is not a whole number from 0 to 18446744073709551615",
+            },
+            {
+                "variable": "WORKSHOP_BRIDGE_HEARTBEAT_SECS",
+                "message": "must be between 1 and 3600 seconds",
+            },
+        ])
+    );
+    assert_eq!(settings["port"], port.to_string());
+    assert_eq!(settings["bind"], "127.0.0.1");
+    let live = t.ok("start_bridge", json!({}));
+    assert_eq!(live["status"]["state"], "running", "{live}");
+    assert!(answers(t.port));
 }
 
 #[test]

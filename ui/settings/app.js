@@ -54,15 +54,35 @@ function fill(settings) {
   }
   $("#start-on-launch").checked = settings.start_bridge_on_launch;
   $("#config-path").textContent = settings.config_path;
-  const env = $("#env-note");
-  if (settings.env_overrides.length) {
-    env.hidden = false;
-    env.textContent = `Started with ${settings.env_overrides.join(", ")} from the environment. Apply saves what you see here.`;
-  } else {
-    env.hidden = true;
-  }
+  showEnvironment(settings.env_overrides, settings.env_problems);
   clearErrors();
   updateDirty();
+}
+
+/**
+ * The WORKSHOP_BRIDGE_* variables the app started with: those in effect, and those left
+ * out, each named with the reason (the others applied without them).
+ * @param {string[]} applied
+ * @param {{variable: string, message: string}[]} refused
+ */
+function showEnvironment(applied, refused) {
+  const note = $("#env-note");
+  note.hidden = !applied.length;
+  note.textContent = applied.length
+    ? `Started with ${applied.join(", ")} from the environment. Apply saves what you see here.`
+    : "";
+  const list = $("#env-refused");
+  list.replaceChildren(
+    ...refused.map((p) => {
+      const item = document.createElement("li");
+      const name = document.createElement("code");
+      name.textContent = p.variable;
+      item.append(name, ` was left out: ${p.message.replace(/\.?$/, ".")}`);
+      return item;
+    }),
+  );
+  list.hidden = !refused.length;
+  $("#env").hidden = !applied.length && !refused.length;
 }
 
 function isDirty() {
