@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use toml_edit::{DocumentMut, Item, Table, TableLike};
 
 use super::ConfigFile;
-use super::file::line_and_column;
+use super::file::{line_and_column, one_line};
 use crate::error::Error;
 
 /// The config file open for changes: read once, changed in memory, written back by
@@ -41,13 +41,7 @@ impl ConfigEditor {
             .map_err(|e| Error::ParseConfig {
                 path: file.path().to_owned(),
                 position: e.span().map(|s| line_and_column(text, s.start)),
-                message: e
-                    .message()
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                message: one_line(e.message()),
             })?;
         Ok(Self {
             path: file.path().to_owned(),
@@ -293,6 +287,21 @@ colour = "blue"
         let (_dir, mut editor) = open("app = { start_bridge_on_launch = true }\n");
         editor.set_in("app", "start_bridge_on_launch", false);
         assert_eq!(editor.text(), "app = { start_bridge_on_launch = false }\n");
+    }
+
+    #[test]
+    fn a_key_goes_into_a_section_known_only_by_its_subsection() {
+        let (_dir, mut editor) = open("port = 1\n\n[app.window]\nwidth = 640\n");
+        editor.set_in("app", "start_bridge_on_launch", false);
+        let text = editor.text();
+        let table: toml::Table = text.parse().unwrap();
+        assert_eq!(
+            table["app"]["start_bridge_on_launch"].as_bool(),
+            Some(false),
+            "{text}"
+        );
+        assert_eq!(table["app"]["window"]["width"].as_integer(), Some(640));
+        assert!(text.contains("[app.window]\nwidth = 640\n"), "{text}");
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn floor_char_boundary(text: &str, offset: usize) -> usize {
 }
 
 /// The parser's message on one line.
-fn one_line(message: &str) -> String {
+pub(super) fn one_line(message: &str) -> String {
     message
         .lines()
         .map(str::trim)
