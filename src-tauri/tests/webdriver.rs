@@ -190,7 +190,8 @@ async fn changing_the_port_in_the_settings_window_moves_the_bridge() {
             NATIVE_DRIVER,
         ],
         &home,
-        &[],
+        // One wrong variable among the good ones the test home sets.
+        &[("WORKSHOP_BRIDGE_MAX_CONNECTIONS", "lots".to_owned())],
     );
     desktop.echo_in_background();
 
@@ -201,6 +202,22 @@ async fn changing_the_port_in_the_settings_window_moves_the_bridge() {
             "the bridge on the old port",
             Duration::from_secs(30),
             || answers_health(old_port).then_some(()),
+        );
+
+        // the environment as it counted: the wrong variable named with the reason, and
+        // only the good ones listed as in effect
+        let refused = wd.wait_for_text(
+            "const e = document.querySelector('#env'), l = document.querySelector('#env-refused'); return e.hidden || l.hidden ? '' : l.textContent",
+        );
+        assert_eq!(
+            refused,
+            "WORKSHOP_BRIDGE_MAX_CONNECTIONS was left out: lots is not a whole number from 0 to 18446744073709551615."
+        );
+        let note = wd.script("return document.querySelector('#env-note').textContent");
+        let note = note.as_str().unwrap();
+        assert!(
+            note.contains("WORKSHOP_BRIDGE_BIND") && !note.contains("MAX_CONNECTIONS"),
+            "{note}"
         );
 
         // a port that cannot be: an inline message, and nothing changes
