@@ -241,7 +241,7 @@ impl PairingSettings {
             Some(url) => file.set_in("pairing", "workshop_url", url.as_str()),
             None => file.remove_in("pairing", "workshop_url"),
         }
-        match self.address {
+        match &self.address {
             Some(address) => file.set_in("pairing", "address", address.to_string()),
             None => file.remove_in("pairing", "address"),
         }

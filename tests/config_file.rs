@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use support::*;
 use workshop_bridge::Config;
 use workshop_bridge::config::ConfigEditor;
-use workshop_bridge::pairing::PairingSettings;
+use workshop_bridge::pairing::{PairingHost, PairingSettings};
 
 /// A config file as a person writes one: comments above and beside keys, an order of their
 /// own (not the order the settings are listed in), a setting under its singular name, and in
@@ -121,7 +121,7 @@ fn pairing_choices_are_saved_in_their_section_and_nothing_else_changes() {
     let world = World::new();
     let path = write_config(&world, COMMENTED);
     let mut settings = PairingSettings::load(&path).unwrap();
-    settings.address = Some("192.168.1.20".parse().unwrap());
+    settings.address = Some(PairingHost::parse("192.168.1.20").unwrap());
     settings.save(&path).unwrap();
     assert_eq!(
         read(&path),
@@ -164,7 +164,7 @@ fn the_editor_refuses_a_file_that_is_not_toml_and_leaves_it() {
     assert!(ConfigEditor::open(&path).is_err());
     assert!(
         PairingSettings {
-            address: Some("10.0.0.7".parse().unwrap()),
+            address: Some(PairingHost::parse("10.0.0.7").unwrap()),
             ..PairingSettings::default()
         }
         .save(&path)
