@@ -2,6 +2,7 @@
 //! errors come back as sentences (or a [`FormError`] naming fields) the window shows
 //! inline.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -226,24 +227,96 @@ pub async fn choose_path<R: Runtime>(
 }
 
 /// Opens one of the bridge's folders (`inbox_dir`, `outbox_dir`, `config`) in the file
-/// manager. Only these: the window cannot make the app open arbitrary paths.
+/// manager. The window names the folder, never a path: the path is the one in effect (`~`
+/// expanded), so the window cannot make the app open anything else.
 #[tauri::command]
-pub async fn open_folder<R: Runtime>(
-    app: AppHandle<R>,
+pub async fn open_folder(
     controller: State<'_, Arc<Controller>>,
+    files: State<'_, FileManager>,
     which: String,
 ) -> Result<(), String> {
-    let settings = controller.settings().await;
-    let path = match which.as_str() {
-        "inbox_dir" => std::path::PathBuf::from(settings.form.inbox_dir),
-        "outbox_dir" => std::path::PathBuf::from(settings.form.outbox_dir),
-        "config" => controller
+    let folder = Folder::from_name(&which)?;
+    show_folder(&controller, files.0.as_ref(), folder).await
+}
+
+/// The folders the app shows in the file manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    /// Where visitor messages arrive.
+    Inbox,
+    /// Where the agent drops its barks.
+    Outbox,
+    /// The folder holding the config file.
+    Config,
+}
+
+impl Folder {
+    /// The folder a settings field (or `config`) names.
+    pub fn from_name(name: &str) -> Result<Self, String> {
+        match name {
+            "inbox_dir" => Ok(Self::Inbox),
+            "outbox_dir" => Ok(Self::Outbox),
+            "config" => Ok(Self::Config),
+            other => Err(format!("no folder is called “{other}”")),
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Inbox => "inbox folder",
+            Self::Outbox => "outbox folder",
+            Self::Config => "settings folder",
+        }
+    }
+}
+
+/// Showing a folder in the file manager (Finder on macOS), behind a trait so tests can see
+/// which path the app hands over without a file manager opening.
+pub trait OpenFolder: Send + Sync {
+    /// Opens `path`, an existing folder.
+    fn open(&self, path: &Path) -> Result<(), String>;
+}
+
+/// The file manager the app manages as state.
+pub struct FileManager(pub Box<dyn OpenFolder>);
+
+/// The real one: tauri-plugin-opener (`open` on macOS, `xdg-open` on Linux).
+pub struct SystemFileManager;
+
+impl OpenFolder for SystemFileManager {
+    fn open(&self, path: &Path) -> Result<(), String> {
+        tauri_plugin_opener::open_path(path, None::<&str>)
+            .map_err(|e| format!("Cannot open {}: {e}.", path.display()))
+    }
+}
+
+/// Opens `folder` as the bridge has it now. A folder that is not there yet (the bridge has
+/// not run) is made first, one level deep, as the bridge itself would make it.
+pub async fn show_folder(
+    controller: &Controller,
+    files: &dyn OpenFolder,
+    folder: Folder,
+) -> Result<(), String> {
+    let path = match folder {
+        Folder::Inbox => controller.inbox_dir().await,
+        Folder::Outbox => controller.outbox_dir().await,
+        Folder::Config => controller
             .paths()
             .config
             .parent()
             .map(ToOwned::to_owned)
-            .unwrap_or_default(),
-        other => return Err(format!("no folder is called “{other}”")),
+            .ok_or("the config file has no folder")?,
     };
-    crate::open_path(&app, &path)
+    match std::fs::create_dir(&path) {
+        Ok(()) => tracing::info!(dir = %path.display(), "made the {}", folder.noun()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(format!(
+                "Cannot make the {} {}: {e}.",
+                folder.noun(),
+                path.display()
+            ));
+        }
+    }
+    files.open(&path)
 }

@@ -266,6 +266,11 @@ impl Controller {
         self.inner.lock().await.config.inbox_dir.clone()
     }
 
+    /// The outbox folder in effect.
+    pub async fn outbox_dir(&self) -> PathBuf {
+        self.inner.lock().await.config.outbox_dir.clone()
+    }
+
     /// Starts the bridge on the settings in effect (nothing if it runs already).
     pub async fn start(&self) -> Result<(), String> {
         let mut inner = self.inner.lock().await;

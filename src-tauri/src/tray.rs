@@ -9,7 +9,7 @@ use tauri::menu::{CheckMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Manager, Runtime};
 
-use crate::commands::{LoginItems, login_changed};
+use crate::commands::{FileManager, Folder, LoginItems, login_changed, show_folder};
 use crate::controller::Controller;
 use crate::status::{BridgeStatus, Look};
 
@@ -164,11 +164,10 @@ fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
         "inbox" => {
             let app = app.clone();
             tauri::async_runtime::spawn(async move {
-                let dir = controller.inbox_dir().await;
-                if let Err(e) = std::fs::create_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot create the inbox");
-                }
-                if let Err(e) = crate::open_path(&app, &dir) {
+                let Some(files) = app.try_state::<FileManager>() else {
+                    return;
+                };
+                if let Err(e) = show_folder(&controller, files.0.as_ref(), Folder::Inbox).await {
                     tracing::warn!(error = %e, "cannot open the inbox");
                 }
             });

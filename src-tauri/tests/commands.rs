@@ -17,13 +17,22 @@ use tauri::{App, WebviewWindow, WebviewWindowBuilder};
 use workshop_bridge::Config;
 use workshop_bridge::config::EnvOverrides;
 use workshop_bridge_app::app_builder;
-use workshop_bridge_app::commands::{LoginItems, MemoryLoginItem};
+use workshop_bridge_app::commands::{FileManager, LoginItems, MemoryLoginItem, OpenFolder};
 use workshop_bridge_app::controller::{Controller, Paths};
 use workshop_bridge_app::logs::LogBuffer;
 use workshop_bridge_app::status::BridgeStatus;
 
 mod support;
 use support::free_port;
+
+/// These tests open no folders (tests/folders.rs does).
+struct NoFileManager;
+
+impl OpenFolder for NoFileManager {
+    fn open(&self, path: &Path) -> Result<(), String> {
+        panic!("asked to open {}", path.display())
+    }
+}
 
 struct TestApp {
     _app: App<MockRuntime>,
@@ -50,6 +59,7 @@ fn test_app() -> TestApp {
     let controller = Arc::new(Controller::with_config(paths, config, LogBuffer::new(50)));
     let app = app_builder(mock_builder(), Arc::clone(&controller))
         .manage(LoginItems(Box::new(MemoryLoginItem::default())))
+        .manage(FileManager(Box::new(NoFileManager)))
         .build(mock_context(noop_assets()))
         .unwrap();
     let window = WebviewWindowBuilder::new(&app, "settings", Default::default())
