@@ -16,13 +16,15 @@ pub mod settings;
 pub mod status;
 pub mod tray;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tauri::webview::PageLoadEvent;
 use tauri::{AppHandle, Emitter, Manager, RunEvent, Runtime, WebviewUrl, WebviewWindowBuilder};
 
-use crate::commands::{AutostartLoginItem, LIVE_EVENT, LoginItems, SECTION_EVENT};
+use crate::commands::{
+    AutostartLoginItem, FileManager, LIVE_EVENT, LoginItems, SECTION_EVENT, SystemFileManager,
+};
 use crate::controller::{Controller, Paths};
 use crate::logs::{KEPT_LINES, LogBuffer};
 
@@ -107,6 +109,7 @@ pub fn run() {
 
             let handle = app.handle().clone();
             app.manage(LoginItems(Box::new(AutostartLoginItem(handle.clone()))));
+            app.manage(FileManager(Box::new(SystemFileManager)));
             tray::create(&handle, &setup_controller.status())?;
             spawn_status_forwarder(&handle, Arc::clone(&setup_controller));
             let network = tokio_util::sync::CancellationToken::new();
@@ -151,7 +154,7 @@ pub fn run() {
     });
 }
 
-/// Shows the settings window (creating it the first time), at `section` if given.
+/// Shows the settings window (building it if it is not open), at `section` if given.
 pub fn show_settings<R: Runtime>(app: &AppHandle<R>, section: Option<&str>) {
     if let Some(window) = app.get_webview_window(SETTINGS_WINDOW) {
         let shown = window
@@ -177,32 +180,31 @@ pub fn show_settings<R: Runtime>(app: &AppHandle<R>, section: Option<&str>) {
         .inner_size(860.0, 620.0)
         .min_inner_size(760.0, 520.0)
         .center()
-        .focused(true);
+        .focused(true)
+        .on_page_load(|_, payload| {
+            if matches!(payload.event(), PageLoadEvent::Finished) {
+                tracing::info!("the settings window has loaded");
+            }
+        });
     #[cfg(target_os = "macos")]
     let builder = builder
         .title_bar_style(tauri::TitleBarStyle::Overlay)
         .hidden_title(true);
     match builder.build() {
         Ok(window) => {
-            let to_hide = window.clone();
-            window.on_window_event(move |event| {
-                // Closing hides: the window keeps its state and the app keeps running.
-                if let tauri::WindowEvent::CloseRequested { api, .. } = event {
-                    api.prevent_close();
-                    if let Err(e) = to_hide.hide() {
-                        tracing::warn!(error = %e, "cannot hide the settings window");
-                    }
+            tracing::info!("the settings window opened");
+            window.on_window_event(|event| {
+                // Closing destroys the window and frees its web view (the web process's
+                // memory with it); the app stays in the menu bar (`RunEvent::ExitRequested`
+                // in `run`) and the next "Settings…" builds a new window from the
+                // controller's state.
+                if let tauri::WindowEvent::Destroyed = event {
+                    tracing::info!("the settings window closed");
                 }
             });
         }
         Err(e) => tracing::error!(error = %e, "cannot open the settings window"),
     }
-}
-
-/// Opens `path` in the file manager (Finder on macOS).
-pub fn open_path<R: Runtime>(_app: &AppHandle<R>, path: &Path) -> Result<(), String> {
-    tauri_plugin_opener::open_path(path, None::<&str>)
-        .map_err(|e| format!("Cannot open {}: {e}", path.display()))
 }
 
 /// Keeps the tray and the settings window current: on every status change the tray is

@@ -109,10 +109,16 @@ impl Desktop {
             );
         }
         let mut cmd = Command::new("xvfb-run");
+        // `-ac`: the test itself may talk to the display (to close a window as a window
+        // manager would); the first line says which display xvfb-run picked.
         cmd.args([
             "-a",
             "-s",
-            "-screen 0 1280x800x24",
+            "-screen 0 1280x800x24 -ac",
+            "sh",
+            "-c",
+            r#"echo "x display: $DISPLAY" >&2; exec "$@""#,
+            "sh",
             "dbus-launch",
             "--exit-with-session",
         ])
@@ -151,6 +157,47 @@ impl Desktop {
             Ok(None) => panic!("the app exited before saying “{needle}”"),
             Err(_) => panic!("the app did not say “{needle}” within {within:?}"),
         }
+    }
+
+    /// Reads stderr until every needle has been seen on some line (in any order); returns
+    /// the lines, in the needles' order.
+    pub async fn wait_for_all(&mut self, needles: &[&str], within: Duration) -> Vec<String> {
+        let stderr = self.stderr.as_mut().expect("stderr is being echoed");
+        let mut found: Vec<Option<String>> = vec![None; needles.len()];
+        let done = tokio::time::timeout(within, async {
+            while let Some(line) = stderr.next_line().await.unwrap() {
+                eprintln!("  app| {line}");
+                for (needle, slot) in needles.iter().zip(found.iter_mut()) {
+                    if slot.is_none() && line.contains(needle) {
+                        *slot = Some(line.clone());
+                    }
+                }
+                if found.iter().all(Option::is_some) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        let missing: Vec<&str> = needles
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(n, _)| *n)
+            .collect();
+        match done {
+            Ok(true) => found.into_iter().flatten().collect(),
+            Ok(false) => panic!("the app exited before saying {missing:?}"),
+            Err(_) => panic!("the app did not say {missing:?} within {within:?}"),
+        }
+    }
+
+    /// The X display the desktop runs on (the first thing it says).
+    pub async fn display(&mut self) -> String {
+        let line = self
+            .wait_for_line("x display: ", Duration::from_secs(30))
+            .await;
+        line.rsplit(' ').next().unwrap().to_owned()
     }
 
     /// Echoes what the processes print from now on, in the background (so they never
@@ -195,4 +242,110 @@ impl Drop for Desktop {
     fn drop(&mut self) {
         self.signal_group(Signal::SIGKILL);
     }
+}
+
+/// Asks the top-level window titled `title` on `display` to close, as a window manager
+/// does when the user clicks its close button (a `WM_DELETE_WINDOW` message). Returns how
+/// many windows were asked.
+pub fn close_window(display: &str, title: &str) -> usize {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{AtomEnum, ClientMessageEvent, ConnectionExt as _, EventMask};
+
+    let (conn, screen) = x11rb::connect(Some(display)).expect("cannot reach the X display");
+    let atom = |name: &str| {
+        conn.intern_atom(false, name.as_bytes())
+            .unwrap()
+            .reply()
+            .unwrap()
+            .atom
+    };
+    let (protocols, delete, net_name, utf8) = (
+        atom("WM_PROTOCOLS"),
+        atom("WM_DELETE_WINDOW"),
+        atom("_NET_WM_NAME"),
+        atom("UTF8_STRING"),
+    );
+    let root = conn.setup().roots[screen].root;
+    let tree = conn.query_tree(root).unwrap().reply().unwrap();
+    let mut asked = 0;
+    for window in tree.children {
+        let named = |property, kind| {
+            conn.get_property(false, window, property, kind, 0, 1024)
+                .ok()
+                .and_then(|c| c.reply().ok())
+                .is_some_and(|r| r.value == title.as_bytes())
+        };
+        if named(net_name, utf8) || named(AtomEnum::WM_NAME.into(), AtomEnum::STRING.into()) {
+            let event = ClientMessageEvent::new(32, window, protocols, [delete, 0, 0, 0, 0]);
+            conn.send_event(false, window, EventMask::NO_EVENT, event)
+                .unwrap();
+            asked += 1;
+        }
+    }
+    conn.flush().unwrap();
+    asked
+}
+
+/// The processes whose parent is `pid`, with their names (`/proc/PID/comm`).
+pub fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // after the name in parentheses: state, then the parent's id
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            let name = std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            found.push((child, name));
+        }
+    }
+    found
+}
+
+/// The app's WebKit web content processes (the ones that hold a page).
+pub fn web_processes(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .filter(|(_, name)| name.starts_with("WebKitWebProces"))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Starts the app a second time, as the user would by opening it again, in the first copy's
+/// environment (its display and D-Bus session, where the single-instance check happens), and
+/// waits for it to exit.
+pub async fn launch_again(pid: u32, args: &[&str]) -> std::process::ExitStatus {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let mut cmd = Command::new(APP);
+    cmd.args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for pair in environ.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+        let pair = String::from_utf8_lossy(pair);
+        if let Some((key, value)) = pair.split_once('=') {
+            cmd.env(key, value);
+        }
+    }
+    let mut child = cmd.spawn().expect("cannot start the app again");
+    tokio::time::timeout(STARTUP, child.wait())
+        .await
+        .expect("the second copy did not exit")
+        .unwrap()
 }
