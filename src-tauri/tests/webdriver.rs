@@ -7,6 +7,7 @@
 mod support;
 
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -156,9 +157,9 @@ fn listens(port: u16) -> bool {
     .is_ok()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs Xvfb, tauri-driver and WebKitWebDriver; run scripts/test-app"]
-async fn changing_the_port_in_the_settings_window_moves_the_bridge() {
+/// Starts tauri-driver (and through it the app, with its settings window) in `home`, with
+/// `env` added to the environment.
+fn start_driver(home: &Home, env: &[(&str, String)]) -> (Desktop, u16) {
     assert!(
         have("tauri-driver"),
         "tauri-driver is missing: run scripts/test-app"
@@ -167,16 +168,6 @@ async fn changing_the_port_in_the_settings_window_moves_the_bridge() {
         std::path::Path::new(NATIVE_DRIVER).exists(),
         "{NATIVE_DRIVER} is missing: apt-get install webkit2gtk-driver"
     );
-    let home = Home::new();
-    let old_port = free_port();
-    let new_port = free_port();
-    std::fs::create_dir_all(home.config().parent().unwrap()).unwrap();
-    std::fs::write(
-        home.config(),
-        format!("port = {old_port}\ntoken = \"webdriver-test-token-0123456789ab\"\n"),
-    )
-    .unwrap();
-
     let driver_port = free_port();
     let native_port = free_port();
     let mut desktop = Desktop::spawn(
@@ -189,11 +180,35 @@ async fn changing_the_port_in_the_settings_window_moves_the_bridge() {
             "--native-driver",
             NATIVE_DRIVER,
         ],
-        &home,
-        // One wrong variable among the good ones the test home sets.
-        &[("WORKSHOP_BRIDGE_MAX_CONNECTIONS", "lots".to_owned())],
+        home,
+        env,
     );
     desktop.echo_in_background();
+    (desktop, driver_port)
+}
+
+/// Writes a config file with `port` and a token.
+fn write_config(home: &Home, port: u16) {
+    std::fs::create_dir_all(home.config().parent().unwrap()).unwrap();
+    std::fs::write(
+        home.config(),
+        format!("port = {port}\ntoken = \"webdriver-test-token-0123456789ab\"\n"),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Xvfb, tauri-driver and WebKitWebDriver; run scripts/test-app"]
+async fn changing_the_port_in_the_settings_window_moves_the_bridge() {
+    let home = Home::new();
+    let old_port = free_port();
+    let new_port = free_port();
+    write_config(&home, old_port);
+    // One wrong variable among the good ones the test home sets.
+    let (desktop, driver_port) = start_driver(
+        &home,
+        &[("WORKSHOP_BRIDGE_MAX_CONNECTIONS", "lots".to_owned())],
+    );
 
     tokio::task::block_in_place(|| {
         let wd = WebDriver::start(driver_port);
@@ -252,6 +267,144 @@ async fn changing_the_port_in_the_settings_window_moves_the_bridge() {
             "const t = document.querySelector('#hero-line').textContent; return t.includes(':{new_port}') ? t : ''"
         ));
         assert!(line.contains("0 clients"), "{line}");
+        wd.quit();
+    });
+    desktop.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Xvfb, tauri-driver and WebKitWebDriver; run scripts/test-app"]
+async fn the_window_says_what_the_bridge_does_and_opens_the_real_folders() {
+    let home = Home::new();
+    let old_port = free_port();
+    let new_port = free_port();
+    write_config(&home, old_port);
+    // The file manager: a stand-in `xdg-open` that notes the folder it was handed.
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let opened = home.path().join("opened");
+    let fake = bin.join("xdg-open");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\n",
+            opened.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (desktop, driver_port) = start_driver(&home, &[("PATH", path)]);
+
+    tokio::task::block_in_place(|| {
+        let wd = WebDriver::start(driver_port);
+        wd.wait_for_text("return document.body.dataset.ready || ''");
+        let hero = |port: u16| {
+            format!(
+                "const t = document.querySelector('#hero-line').textContent; return t.includes(':{port}') ? t : ''"
+            )
+        };
+        wd.wait_for_text(&hero(old_port));
+
+        // stopped, Apply saves and says the bridge is stopped (it does not start it)
+        wd.click("#toggle-bridge");
+        wd.wait_for_text(
+            "const t = document.querySelector('#hero-title').textContent; return t.includes('stopped') ? t : ''",
+        );
+        wd.type_into("#port", &new_port.to_string());
+        wd.click("#apply");
+        let applied = wd.wait_for_text(
+            "const t = document.querySelector('#bar-message').textContent; return t.startsWith('Applied') ? t : ''",
+        );
+        assert_eq!(
+            applied,
+            "Applied and saved. The bridge is stopped; it uses them when you start it."
+        );
+        assert!(!listens(new_port) && !listens(old_port));
+        assert_eq!(
+            workshop_bridge::Config::load(&home.config()).unwrap().port,
+            new_port
+        );
+
+        // started again, Apply says it runs, on the port it really has
+        wd.click("#toggle-bridge");
+        wd.wait_for_text(&hero(new_port));
+        wd.type_into("#port", &old_port.to_string());
+        wd.click("#apply");
+        let applied = wd.wait_for_text(
+            "const m = document.querySelector('#bar-message'); return m.classList.contains('ok') ? m.textContent : ''",
+        );
+        assert_eq!(
+            applied,
+            format!("Applied. The bridge is running on the new settings (port {old_port}).")
+        );
+        assert!(answers_health(old_port));
+
+        // "Show in Finder" on the inbox (shown as ~/inbox): the real folder is opened
+        wd.click(".nav a[data-section=folders]");
+        assert_eq!(
+            wd.script("return document.querySelector('#inbox_dir').value"),
+            "~/inbox"
+        );
+        wd.click("[data-open=inbox_dir]");
+        let handed = poll(
+            "the file manager to be called",
+            Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(&opened)
+                    .ok()
+                    .filter(|s| s.ends_with('\n'))
+            },
+        );
+        assert_eq!(
+            handed.trim_end(),
+            home.path().join("inbox").display().to_string()
+        );
+        assert!(
+            !wd.script("return document.querySelector('#bar-message').className")
+                .as_str()
+                .unwrap()
+                .contains("error")
+        );
+
+        // the window may be moved by its drag regions: the permission is granted
+        assert!(
+            wd.script("return document.querySelectorAll('[data-tauri-drag-region]').length")
+                .as_u64()
+                .unwrap()
+                >= 1
+        );
+        let dragging = wd.script(
+            "return window.__TAURI_INTERNALS__.invoke('plugin:window|start_dragging').then(() => 'allowed', (e) => String(e))",
+        );
+        assert!(
+            !dragging.as_str().unwrap().contains("not allowed"),
+            "start_dragging: {dragging}"
+        );
+
+        // a window whose first questions fail says so instead of staying blank
+        let status = wd.script(
+            r#"const real = window.__TAURI__.core.invoke;
+               window.__TAURI__.core = { ...window.__TAURI__.core,
+                 invoke: (cmd, args) => cmd === "live" ? Promise.reject("no answer") : real(cmd, args) };
+               delete document.body.dataset.ready;
+               start();
+               return "";"#,
+        );
+        assert_eq!(status, "");
+        wd.wait_for_text("return document.body.dataset.ready || ''");
+        assert_eq!(
+            wd.script("return document.querySelector('#bar-message').textContent"),
+            "The bridge’s status could not be read (no answer). Close the window and open Settings again."
+        );
+        assert_eq!(
+            wd.script("return document.querySelector('#hero-title').textContent"),
+            "The bridge’s status is unknown"
+        );
         wd.quit();
     });
     desktop.terminate().await;

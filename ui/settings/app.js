@@ -178,13 +178,22 @@ $("#form").addEventListener("submit", async (e) => {
     try {
       const settings = await invoke("apply_settings", { form: formValues() });
       fill(settings);
-      message("Applied. The bridge is running on the new settings.", "ok");
+      const live = await invoke("live");
+      renderLive(live);
+      message(appliedMessage(live.status), live.status.state === "running" ? "ok" : "");
       refreshPairing();
     } catch (err) {
       showErrors(err);
     }
   });
 });
+
+// What Apply says, from the bridge's status after it (not from what was hoped for).
+function appliedMessage(s) {
+  if (s.state === "running") return `Applied. The bridge is running on the new settings (port ${s.port}).`;
+  if (s.state === "error") return `Applied and saved. The bridge is not running (${s.message}); start it to use them.`;
+  return "Applied and saved. The bridge is stopped; it uses them when you start it.";
+}
 
 $("#revert").addEventListener("click", () => {
   if (saved) fill(saved);
@@ -333,7 +342,14 @@ $("#do-regenerate").addEventListener("click", async () => {
   await withBusy(async () => {
     try {
       fill(await invoke("regenerate_token"));
-      message("New token saved. Clients were disconnected; pair the iPad again.", "ok");
+      const live = await invoke("live");
+      renderLive(live);
+      message(
+        live.status.state === "running"
+          ? "New token saved. Clients holding the old one were disconnected; pair the iPad again."
+          : "New token saved. Pair the iPad again with the new code.",
+        "ok",
+      );
       refreshPairing();
     } catch (err) {
       showErrors(err);
@@ -438,12 +454,27 @@ function renderLive(live) {
 
 // ---------- start ----------
 
+// Listeners first, so the window follows the bridge even if a first read fails; each read
+// that fails says so in the window instead of leaving it blank.
 async function start() {
   showSection(location.hash.slice(1));
   try {
+    await listen("live", (live) => {
+      const wasRunning = status.state === "running";
+      renderLive(live);
+      if (wasRunning !== (live.status.state === "running")) refreshPairing();
+    });
+    // The Mac's addresses changed (a new DHCP lease, Wi-Fi off): a fresh URL and QR code.
+    await listen("pairing", (p) => renderPairing(p));
+    await listen("launch-at-login", (on) => ($("#launch-at-login").checked = on));
+    await listen("show-section", (name) => showSection(name));
+  } catch (err) {
+    showErrors(`The window cannot follow the bridge (${err}). Close it and open Settings again.`);
+  }
+  try {
     fill(await invoke("get_settings"));
   } catch (err) {
-    showErrors(err);
+    showErrors(`The settings could not be read (${err}). Close the window and open Settings again.`);
   }
   try {
     $("#launch-at-login").checked = await invoke("get_launch_at_login");
@@ -451,17 +482,15 @@ async function start() {
     $("#launch-at-login").disabled = true;
     $("#login-error").textContent = String(err);
   }
-  renderLive(await invoke("live"));
+  try {
+    renderLive(await invoke("live"));
+  } catch (err) {
+    $("#side-status .text").textContent = "Unknown";
+    $("#hero-title").textContent = "The bridge’s status is unknown";
+    $("#hero-line").textContent = `The window could not ask the app (${err}).`;
+    message(`The bridge’s status could not be read (${err}). Close the window and open Settings again.`, "error");
+  }
   refreshPairing();
-  await listen("live", (live) => {
-    const wasRunning = status.state === "running";
-    renderLive(live);
-    if (wasRunning !== (live.status.state === "running")) refreshPairing();
-  });
-  // The Mac's addresses changed (a new DHCP lease, Wi-Fi off): a fresh URL and QR code.
-  await listen("pairing", (p) => renderPairing(p));
-  await listen("launch-at-login", (on) => ($("#launch-at-login").checked = on));
-  await listen("show-section", (name) => showSection(name));
   document.body.dataset.ready = "true";
 }
 
