@@ -199,20 +199,7 @@ async fn shutdown_ends_within_its_bound_while_an_inbox_write_is_stalled_and_acks
 
     let stopped = tokio::time::timeout(DEADLINE, bridge.shutdown()).await;
     assert!(stopped.is_ok(), "shutdown waited for the frozen disk");
-    let mut heard = Vec::new();
-    let close = loop {
-        match tokio::time::timeout(DEADLINE, ipad.next())
-            .await
-            .expect("no close in time")
-        {
-            Some(Ok(Message::Text(text))) => {
-                heard.push(serde_json::from_str::<serde_json::Value>(&text).unwrap())
-            }
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(_)) => {}
-            other => panic!("the connection ended without a close frame: {other:?}"),
-        }
-    };
+    let (heard, close) = recv_all_until_close(&mut ipad).await;
     assert_eq!(u16::from(close.expect("a close frame").code), 1001);
     assert_eq!(
         heard,

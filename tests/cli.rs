@@ -288,9 +288,6 @@ async fn sigterm_while_named_pipes_are_swapped_over_the_state_file_exits_zero_wi
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_during_a_stalled_inbox_write_says_goodbye_and_acknowledges_nothing_unwritten() {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-
     let world = World::with_state("a: 1\n");
     std::fs::create_dir_all(&world.inbox).unwrap();
     let mut disk = match disk::FreezableDisk::mount(world.dir.path(), &world.inbox) {
@@ -360,20 +357,7 @@ async fn sigterm_during_a_stalled_inbox_write_says_goodbye_and_acknowledges_noth
             && unconfirmed[0].contains(" 1 of the inbox's writes did not finish in time: their messages are not confirmed written and were not acknowledged"),
         "{seen:#?}"
     );
-    let mut heard = Vec::new();
-    let close = loop {
-        match tokio::time::timeout(DEADLINE, ipad.next())
-            .await
-            .expect("no close in time")
-        {
-            Some(Ok(Message::Text(text))) => {
-                heard.push(serde_json::from_str::<serde_json::Value>(&text).unwrap())
-            }
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(_)) => {}
-            other => panic!("the connection ended without a close frame: {other:?}"),
-        }
-    };
+    let (heard, close) = recv_all_until_close(&mut ipad).await;
     assert_eq!(u16::from(close.expect("a close frame").code), 1001);
     assert_eq!(
         heard,

@@ -17,7 +17,6 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
 
 use serde_json::{Value, json};
 use support::*;
@@ -82,23 +81,6 @@ fn bytes_read_by_this_process() -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// Runs a command, returning its error output if it failed.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = StdCommand::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
 /// A mount that is undone when the test ends, whether it passed or panicked.
 struct Mount {
     path: PathBuf,
@@ -111,7 +93,7 @@ impl Mount {
         let target = path.to_str().unwrap();
         let mut all = args.to_vec();
         all.push(target);
-        run("mount", &all)?;
+        run_to_end("mount", &all)?;
         Ok(Self {
             path: path.to_owned(),
             mounted: true,
@@ -122,16 +104,16 @@ impl Mount {
     fn read_only(dir: &Path) -> Result<Self, String> {
         let target = dir.to_str().unwrap();
         let mount = Self::new(&["--bind", target], dir)?;
-        run("mount", &["-o", "remount,ro,bind", target])?;
+        run_to_end("mount", &["-o", "remount,ro,bind", target])?;
         Ok(mount)
     }
 
     fn unmount(&mut self) {
         if self.mounted {
             let target = self.path.to_str().unwrap();
-            if run("umount", &[target]).is_err() {
+            if run_to_end("umount", &[target]).is_err() {
                 // Busy (a file still open after a failure): detach it anyway.
-                let _ = run("umount", &["-l", target]);
+                let _ = run_to_end("umount", &["-l", target]);
             }
             self.mounted = false;
         }
@@ -465,7 +447,7 @@ async fn a_named_pipe_at_the_state_path_is_refused_without_blocking_the_state_re
 
     // Opening a pipe for reading waits for a writer: a reader that opens it first would hang.
     fs::remove_file(&world.state_file).unwrap();
-    if let Err(e) = run("mkfifo", &[world.state_file.to_str().unwrap()]) {
+    if let Err(e) = run_to_end("mkfifo", &[world.state_file.to_str().unwrap()]) {
         support::report::skipped(
             "a_named_pipe_at_the_state_path_is_refused_without_blocking_the_state_reader",
             format_args!("cannot make a named pipe ({e})"),
@@ -494,7 +476,7 @@ struct Pipe(PathBuf);
 impl Pipe {
     /// `Err` says why a pipe cannot be made here.
     fn new(path: PathBuf) -> Result<Self, String> {
-        run("mkfifo", &[path.to_str().unwrap()])?;
+        run_to_end("mkfifo", &[path.to_str().unwrap()])?;
         Ok(Self(path))
     }
 

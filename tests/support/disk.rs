@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use super::run_to_end;
 
 /// The file system mounted over a folder; thawed and unmounted when dropped, whether the
 /// test passed or panicked, so no write is left waiting and no mount outlives the test.
@@ -13,23 +14,6 @@ pub struct FreezableDisk {
     at: PathBuf,
     frozen: bool,
     mounted: bool,
-}
-
-/// Runs `program args…`; `Err` holds what it said when it failed or could not run.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }
 
 impl FreezableDisk {
@@ -41,8 +25,8 @@ impl FreezableDisk {
         file.set_len(16 << 20).map_err(|e| e.to_string())?;
         drop(file);
         let image = image.to_str().unwrap();
-        run("mkfs.ext4", &["-q", "-F", image])?;
-        run("mount", &["-o", "loop", image, at.to_str().unwrap()])?;
+        run_to_end("mkfs.ext4", &["-q", "-F", image])?;
+        run_to_end("mount", &["-o", "loop", image, at.to_str().unwrap()])?;
         let disk = Self {
             at: at.to_owned(),
             frozen: false,
@@ -54,14 +38,14 @@ impl FreezableDisk {
 
     /// From now on, every write to the disk waits until [`FreezableDisk::thaw`].
     pub fn freeze(&mut self) {
-        run("fsfreeze", &["--freeze", self.at.to_str().unwrap()]).unwrap();
+        run_to_end("fsfreeze", &["--freeze", self.at.to_str().unwrap()]).unwrap();
         self.frozen = true;
     }
 
     /// The disk answers again; the writes that waited go on.
     pub fn thaw(&mut self) {
         if self.frozen {
-            run("fsfreeze", &["--unfreeze", self.at.to_str().unwrap()]).unwrap();
+            run_to_end("fsfreeze", &["--unfreeze", self.at.to_str().unwrap()]).unwrap();
             self.frozen = false;
         }
     }
@@ -70,13 +54,13 @@ impl FreezableDisk {
 impl Drop for FreezableDisk {
     fn drop(&mut self) {
         if self.frozen {
-            let _ = run("fsfreeze", &["--unfreeze", self.at.to_str().unwrap()]);
+            let _ = run_to_end("fsfreeze", &["--unfreeze", self.at.to_str().unwrap()]);
         }
         if self.mounted {
             let at = self.at.to_str().unwrap();
-            if run("umount", &[at]).is_err() {
+            if run_to_end("umount", &[at]).is_err() {
                 // Busy (a file still open after a failure): detach it anyway.
-                let _ = run("umount", &["-l", at]);
+                let _ = run_to_end("umount", &["-l", at]);
             }
             self.mounted = false;
         }

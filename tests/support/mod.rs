@@ -260,6 +260,41 @@ pub async fn recv_close(ws: &mut Ws) -> Option<CloseFrame> {
     }
 }
 
+/// Reads until the bridge closes the connection; returns the messages heard on the way and
+/// the close frame. Panics if the connection ends without one.
+pub async fn recv_all_until_close(ws: &mut Ws) -> (Vec<Value>, Option<CloseFrame>) {
+    let mut heard = Vec::new();
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("no close in time")
+        {
+            Some(Ok(Message::Text(text))) => heard.push(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(frame))) => return (heard, frame),
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// Runs `program args…` to its end; `Err` holds what it said when it failed or could not
+/// run.
+pub fn run_to_end(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
 /// Proves that nothing was queued for `ws` before now: a ping sent now must be answered
 /// by the very next message. Faster and surer than waiting to see if something arrives.
 pub async fn assert_nothing_pending(ws: &mut Ws) {
