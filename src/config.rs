@@ -13,16 +13,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::pairing::PairingSettings;
 
 mod editor;
 mod env;
 mod file;
+pub mod pairing;
 pub mod values;
 
 pub use editor::ConfigEditor;
 pub use env::{EnvOverrides, EnvProblem, env_problems};
 pub use file::ConfigFile;
+use pairing::PairingSettings;
 use values::{
     de_address, de_log_format, de_number, de_optional_number, de_port, de_switch, parse_address,
     parse_log_format, parse_number, parse_port, parse_switch,
