@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tauri::WebviewWindowBuilder;
-use tauri::ipc::{CallbackFn, InvokeBody};
-use tauri::test::{INVOKE_KEY, get_ipc_response, mock_builder, mock_context, noop_assets};
-use tauri::webview::InvokeRequest;
+use tauri::test::{mock_builder, mock_context, noop_assets};
 use workshop_bridge_app::app_builder;
 use workshop_bridge_app::commands::{FileManager, OpenFolder};
 use workshop_bridge_app::controller::{Controller, Paths};
 use workshop_bridge_app::logs::LogBuffer;
+
+mod support;
 
 /// Set (to the temporary HOME) in the child that runs the test proper.
 const CHILD_HOME: &str = "FOLDERS_TEST_CHILD_HOME";
@@ -52,21 +52,7 @@ fn the_folder_buttons_open_the_expanded_default_folders() {
     let window = WebviewWindowBuilder::new(&app, "settings", Default::default())
         .build()
         .unwrap();
-    let invoke = |cmd: &str, args: Value| {
-        get_ipc_response(
-            &window,
-            InvokeRequest {
-                cmd: cmd.into(),
-                callback: CallbackFn(0),
-                error: CallbackFn(1),
-                url: "tauri://localhost".parse().unwrap(),
-                body: InvokeBody::Json(args),
-                headers: Default::default(),
-                invoke_key: INVOKE_KEY.to_string(),
-            },
-        )
-        .map(|body| body.deserialize::<Value>().unwrap())
-    };
+    let invoke = |cmd: &str, args: Value| support::invoke(&window, cmd, args);
 
     // the window shows the defaults the short way…
     let settings = invoke("get_settings", json!({})).unwrap();
