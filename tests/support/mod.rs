@@ -277,6 +277,18 @@ pub async fn recv_all_until_close(ws: &mut Ws) -> (Vec<Value>, Option<CloseFrame
     }
 }
 
+/// Reads until the bridge closes the connection, and checks it heard only the shutdown
+/// goodbye and then a 1001 close.
+pub async fn assert_goodbye_only(ws: &mut Ws) {
+    let (heard, close) = recv_all_until_close(ws).await;
+    assert_eq!(u16::from(close.expect("a close frame").code), 1001);
+    assert_eq!(
+        heard,
+        [serde_json::json!({"type": "system_status", "data": {"status": "shutting_down"}})],
+        "the goodbye and nothing else"
+    );
+}
+
 /// Runs `program args…` to its end; `Err` holds what it said when it failed or could not
 /// run.
 pub fn run_to_end(program: &str, args: &[&str]) -> Result<(), String> {
