@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::netns::ip;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -449,29 +450,9 @@ impl Lan {
     /// Creates the namespace and the cable; `Err` says why this machine cannot (the test is
     /// then skipped). Any later step that fails panics, and what was made is removed.
     fn create() -> Result<Self, String> {
-        if !cfg!(target_os = "linux") {
-            return Err("the LAN test needs Linux network namespaces".into());
-        }
-        if let Some(uid) = effective_uid().filter(|uid| *uid != 0) {
-            return Err(format!(
-                "the LAN test needs root to create a network namespace (running as uid {uid})"
-            ));
-        }
         let pid = std::process::id();
         let netns = format!("workshop-lan-{pid}");
-        match StdCommand::new("ip")
-            .args(["netns", "add", &netns])
-            .output()
-        {
-            Err(e) => return Err(format!("cannot run `ip` from iproute2: {e}")),
-            Ok(out) if !out.status.success() => {
-                return Err(format!(
-                    "`ip netns add` is not possible here: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            Ok(_) => {}
-        }
+        support::netns::add(&netns, "the LAN test")?;
         // A /30 of its own in 10.231.77.0/24, by process id, so two runs at once do not
         // share an address.
         let base = u8::try_from(pid % 64).unwrap() * 4;
@@ -545,17 +526,6 @@ impl Drop for Lan {
     }
 }
 
-/// Runs `ip ARGS`, failing the test with its error if it fails.
-fn ip(args: &[&str]) {
-    let out = StdCommand::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`ip {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
 /// Runs `ip ARGS` while cleaning up: a failure is reported, never a panic (a panic while
 /// another unwinds would abort).
 fn try_ip(args: &[&str]) {
@@ -588,12 +558,4 @@ fn netns_exists(name: &str) -> bool {
                 .lines()
                 .any(|line| line.split_whitespace().next() == Some(name))
         })
-}
-
-/// The effective user id, from `/proc/self/status`; `None` if it cannot be read (then
-/// `ip netns add` decides).
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

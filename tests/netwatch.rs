@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
 
+use support::netns::ip;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use workshop_bridge::pairing::{self, NetworkAddresses, PairingHost};
@@ -215,26 +216,9 @@ struct Namespace {
 
 impl Namespace {
     fn create(local_name: &str) -> Result<Self, String> {
-        if !cfg!(target_os = "linux") {
-            return Err("the test needs Linux network namespaces".into());
-        }
-        if let Some(uid) = effective_uid().filter(|uid| *uid != 0) {
-            return Err(format!(
-                "the test needs root to create a network namespace (running as uid {uid})"
-            ));
-        }
         let pid = std::process::id();
         let name = format!("workshop-netwatch-{pid}");
-        match StdCommand::new("ip").args(["netns", "add", &name]).output() {
-            Err(e) => return Err(format!("cannot run `ip` from iproute2: {e}")),
-            Ok(out) if !out.status.success() => {
-                return Err(format!(
-                    "`ip netns add` is not possible here: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            Ok(_) => {}
-        }
+        support::netns::add(&name, "the test")?;
         let ns = Self {
             interface: format!("wn{pid}a"),
             address: Ipv4Addr::new(10, 231, 78, u8::try_from(pid % 250).unwrap() + 2),
@@ -285,23 +269,4 @@ impl Drop for Namespace {
         // An empty /etc/netns goes too; one holding other namespaces' files stays.
         let _ = std::fs::remove_dir("/etc/netns");
     }
-}
-
-/// Runs `ip ARGS`, failing the test with its error if it fails.
-fn ip(args: &[&str]) {
-    let out = StdCommand::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`ip {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-/// The effective user id, from `/proc/self/status`; `None` if it cannot be read (then
-/// `ip netns add` decides).
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -20,6 +20,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use workshop_bridge::{Bridge, BridgeHandle, Config};
 
 pub mod disk;
+pub mod netns;
 pub mod report;
 
 /// How long any single expected event may take before the test fails.
