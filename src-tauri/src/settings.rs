@@ -678,32 +678,8 @@ mod tests {
         }
     }
 
-    /// A config file as a person writes one: comments above and beside keys, an order of
-    /// their own, a setting under its singular name, and in `[app]` a key and a section this
-    /// version does not know.
-    const COMMENTED: &str = r#"# Workshop Bridge, set up by hand.
-
-# The port the Workshop expects.
-port = 9000   # not the default: 8765 is taken here
-state_file = "~/agents/timmy/world.yaml"
-
-# The iPad's secret.
-token = "0123456789abcdef0123456789abcdef"  # from the setup day
-heartbeat_secs = 20
-allowed_origin = ["http://workshop.local:5173"]  # the dev server
-
-# What the QR code opens.
-[pairing]
-workshop_url = "https://workshop.example/scene"  # the public scene
-
-[app]
-start_bridge_on_launch = true  # at login too
-window_theme = "dark"   # a preference of a later version
-
-# A section of a later version.
-[app.window]
-width = 640
-"#;
+    /// The commented config file the library's tests save through every other path.
+    const COMMENTED: &str = include_str!("../../tests/support/commented-config.toml");
 
     fn assert_private(path: &Path) {
         #[cfg(unix)]
