@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
+use crate::config::expand_home;
 use crate::server::AppState;
 use crate::site::{self, Miss};
 
@@ -249,14 +250,6 @@ fn secure(mut response: Response, csp: &'static str) -> Response {
         HeaderValue::from_static("same-origin"),
     );
     response
-}
-
-/// Resolves a leading `~/`, as written by hand in the config file.
-fn expand_home(path: &Path) -> PathBuf {
-    match (path.strip_prefix("~"), dirs::home_dir()) {
-        (Ok(rest), Some(home)) => home.join(rest),
-        _ => path.to_owned(),
-    }
 }
 
 #[cfg(test)]

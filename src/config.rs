@@ -513,10 +513,18 @@ impl Config {
             &mut self.inbox_dir,
             &mut self.outbox_dir,
         ] {
-            if let (Ok(rest), Some(home)) = (path.strip_prefix("~"), dirs::home_dir()) {
-                *path = home.join(rest);
-            }
+            *path = expand_home(path);
         }
+    }
+}
+
+/// `path` with a leading `~` resolved to the user's home folder, as people write paths by
+/// hand (in the config file, a flag, the settings window); any other path as it is.
+pub fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), dirs::home_dir()) {
+        (Ok(rest), Some(home)) if rest.as_os_str().is_empty() => home,
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => path.to_owned(),
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use workshop_bridge::Config;
-use workshop_bridge::config::{ConfigEditor, ConfigFile, EnvProblem};
+use workshop_bridge::config::{ConfigEditor, ConfigFile, EnvProblem, expand_home};
 use workshop_bridge::pairing::PairingSettings;
 
 /// What the settings window sends on Apply, as typed (so "70000" or "abc" in the port
@@ -295,7 +295,7 @@ fn folder(text: &str, want: Want) -> Result<PathBuf, String> {
             Want::Folder => "Choose a folder.".to_owned(),
         });
     }
-    let path = expand_home(text);
+    let path = expand_home(Path::new(text));
     if !path.is_absolute() {
         return Err(format!(
             "“{text}” is not a full path; it must start with / or ~/."
@@ -324,14 +324,6 @@ fn folder(text: &str, want: Want) -> Result<PathBuf, String> {
         ancestor = dir.parent();
     }
     Ok(path)
-}
-
-fn expand_home(text: &str) -> PathBuf {
-    match (text.strip_prefix("~/"), dirs_home()) {
-        (Some(rest), Some(home)) => home.join(rest),
-        _ if text == "~" => dirs_home().unwrap_or_else(|| PathBuf::from(text)),
-        _ => PathBuf::from(text),
-    }
 }
 
 /// `~/.timmy/inbox` rather than `/Users/timmy/.timmy/inbox`: shorter, and what the README
