@@ -55,7 +55,7 @@ pub use crate::config::{Config, LogFormat, Overrides};
 pub use crate::error::Error;
 pub use crate::hub::ClientInfo;
 pub use crate::server::{AgentStatus, ConnectionCounts, Status};
-pub use crate::state::{StateHealth, state_to_json};
+pub use crate::state::{StateHealth, StateReader, state_to_json};
 
 use crate::auth::Auth;
 use crate::fswatch::{DirWatch, watch_dir};

@@ -21,6 +21,7 @@ use crate::fswatch::{DirWatch, Wake, watch_dir};
 use crate::protocol::ServerMessage;
 use crate::safe_open::{self, Links, Refusal};
 
+mod incremental;
 mod json;
 mod scalar;
 pub(crate) mod value;
@@ -28,6 +29,7 @@ mod yaml;
 
 use scalar::Schema;
 use value::StateValue;
+use yaml::Document;
 
 /// One version of the state, ready to send.
 #[derive(Debug)]
@@ -239,10 +241,10 @@ fn link_target(path: &Path) -> Option<PathBuf> {
     None
 }
 
-/// A state file's text and the value read from it.
+/// A state file's text and the document read from it.
 struct Current {
     text: String,
-    value: StateValue,
+    document: Document,
 }
 
 /// What a read of the state file found.
@@ -283,24 +285,57 @@ fn next_snapshot(
                 Refusal::Read(e) => format!("cannot read the state file: {e}"),
             },
         )?;
+    snapshot_of(text, last, seq)
+}
+
+/// As [`next_snapshot`], for `text` read from the file.
+fn snapshot_of(text: String, last: Option<&Current>, seq: u64) -> Result<Read, String> {
     if last.is_some_and(|last| last.text == text) {
         return Ok(Read::Unchanged);
     }
-    let Some(value) = read_document(&text)? else {
+    let Some(document) = read_next(&text, last)? else {
         return Ok(Read::Empty);
     };
-    if last.is_some_and(|last| last.value == value) {
-        return Ok(Read::SameValue(Current { text, value }));
+    if last.is_some_and(|last| last.document.value == document.value) {
+        return Ok(Read::SameValue(Current { text, document }));
     }
-    let full = ServerMessage::State { seq, data: &value }.to_text();
+    let full = ServerMessage::State {
+        seq,
+        data: &document.value,
+    }
+    .to_text();
     let patch = last.map(|last| {
-        let patch = value::diff(&last.value, &value);
+        let patch = value::diff(&last.document.value, &document.value);
         ServerMessage::StatePatch { seq, patch: &patch }.to_text()
     });
     Ok(Read::Changed(
-        Current { text, value },
+        Current { text, document },
         Snapshot { seq, full, patch },
     ))
+}
+
+/// The document `text` holds, as [`read_document`] reads it, re-reading only the entries
+/// that changed since `last` where that gives the same result (`incremental.rs`).
+fn read_next(text: &str, last: Option<&Current>) -> Result<Option<Document>, String> {
+    if let Some(read) = json::read(text) {
+        return read
+            .map(|value| {
+                Some(Document {
+                    value,
+                    entries: None,
+                    explicit_end: false,
+                })
+            })
+            .map_err(|e| e.to_string());
+    }
+    if let Some(document) =
+        last.and_then(|last| incremental::reread(&last.text, &last.document, text))
+    {
+        return Ok(Some(document));
+    }
+    yaml::read_document(text, Schema::Yaml11)
+        .map(|document| document.map(incremental::shareable))
+        .map_err(|e| e.to_string())
 }
 
 /// State text to a value: a JSON document by JSON's rules, anything else as YAML by the
@@ -324,6 +359,60 @@ pub(crate) fn read_json(text: &str) -> Result<StateValue, String> {
                 |e| format!("invalid JSON: {e}"),
             )),
     }
+}
+
+/// Reads successive versions of a state file's text as the bridge does: each new version
+/// costs what reading its changed top-level entries costs, then comparing it with the last
+/// and writing the `state` and `state_patch` messages. For tools and benchmarks; a bridge
+/// reads the file it watches.
+#[derive(Default)]
+pub struct StateReader {
+    last: Option<Current>,
+    seq: u64,
+}
+
+impl StateReader {
+    /// A reader that has read nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads the next version: the `state` message clients would be sent, or `Ok(None)`
+    /// when the text holds no document or the same value as the last version.
+    pub fn read(&mut self, text: &str) -> Result<Option<String>, String> {
+        match snapshot_of(text.to_owned(), self.last.as_ref(), self.seq + 1)? {
+            Read::Unchanged | Read::Empty => Ok(None),
+            Read::SameValue(current) => {
+                self.last = Some(current);
+                Ok(None)
+            }
+            Read::Changed(current, snapshot) => {
+                self.last = Some(current);
+                self.seq = snapshot.seq;
+                Ok(Some(snapshot.full.as_str().to_owned()))
+            }
+        }
+    }
+}
+
+/// `new` read after `old` as the state reader reads a change (only the changed entries
+/// where it can), and read in full: each as its JSON and top-level layout, or its error.
+/// `None` when `old` itself is not read.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn change_readings(old: &str, new: &str) -> Option<(String, String)> {
+    let last = Current {
+        text: old.to_owned(),
+        document: read_next(old, None).ok()??,
+    };
+    let show = |read: Result<Option<Document>, String>| match read {
+        Ok(Some(document)) => format!("{} {:?}", document.value.to_json(), document.entries),
+        Ok(None) => "no document".to_owned(),
+        Err(e) => e,
+    };
+    Some((
+        show(read_next(new, Some(&last))),
+        show(read_next(new, None)),
+    ))
 }
 
 /// State text to the JSON clients are sent; `Ok(None)` when it holds no document yet.
@@ -445,6 +534,45 @@ mod tests {
             json(fine),
             r#"{"base":{"x":1,"y":2},"one":{"x":1,"y":2,"z":3},"two":{"x":9,"y":2}}"#
         );
+    }
+
+    /// Successive versions as an agent writes them, each read from the last: the full
+    /// state is what a full read gives, and the patch turns the last state into it.
+    #[test]
+    fn changes_read_from_the_last_version_give_full_states_and_true_patches() {
+        let example = include_str!("../../examples/workshop-state.yaml");
+        let versions = [
+            example.to_owned(),
+            example.replacen("contemplative", "curious", 1),
+            example.replacen("contemplative", "curious", 1) + "visitors: [ana, bo]\n",
+            format!("added_first: 1\n{example}"),
+            example.replacen("mood:", "mood_was:", 1),
+            example.to_owned(),
+        ];
+        let mut last: Option<Current> = None;
+        let mut state = serde_json::Value::Null;
+        for (seq, text) in (1..).zip(&versions) {
+            let Read::Changed(current, snapshot) =
+                snapshot_of(text.clone(), last.as_ref(), seq).unwrap()
+            else {
+                panic!("version {seq} is a change");
+            };
+            let full: serde_json::Value = serde_json::from_str(snapshot.full.as_str()).unwrap();
+            assert_eq!(full["data"].to_string(), json(text), "version {seq}");
+            if let Some(patch) = &snapshot.patch {
+                let patch: serde_json::Value = serde_json::from_str(patch.as_str()).unwrap();
+                let patch: json_patch::Patch =
+                    serde_json::from_value(patch["patch"].clone()).unwrap();
+                json_patch::patch(&mut state, &patch).unwrap();
+                assert_eq!(state, full["data"], "the patch to version {seq}");
+            }
+            assert!(
+                current.document.entries.is_some(),
+                "version {seq} can be reread"
+            );
+            state = full["data"].clone();
+            last = Some(current);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! a file that changes only in those is still sent again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::value::RawValue;
@@ -29,6 +30,9 @@ pub(crate) enum StateValue {
     /// An object, keys in the file's order. Boxed: maps are rarer than scalars, and the
     /// enum stays the size of a `Vec`.
     Map(Box<Map>),
+    /// A value shared with the previous version of the state: a top-level member that did
+    /// not change is kept at the cost of a reference count, and compared by its address.
+    Shared(Arc<StateValue>),
 }
 
 /// An object's members in the file's order, each key once.
@@ -67,6 +71,11 @@ impl Map {
         Map(slots.into_iter().flatten().collect())
     }
 
+    /// How many members it has.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The value of `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&StateValue> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
@@ -77,9 +86,25 @@ impl Map {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
+    /// The members, in order, as a slice.
+    pub(crate) fn pairs(&self) -> &[(String, StateValue)] {
+        &self.0
+    }
+
     /// The members, taken out in order.
     pub(crate) fn into_pairs(self) -> Vec<(String, StateValue)> {
         self.0
+    }
+
+    /// The same members, each value made [`StateValue::Shared`].
+    pub(crate) fn shared(mut self) -> Self {
+        for (_, value) in &mut self.0 {
+            if !matches!(value, StateValue::Shared(_)) {
+                let owned = std::mem::replace(value, StateValue::Null);
+                *value = StateValue::Shared(Arc::new(owned));
+            }
+        }
+        self
     }
 
     /// A lookup by key: a scan for a small map, an index for a large one.
@@ -107,9 +132,18 @@ impl<'a> Lookup<'a> {
 }
 
 impl StateValue {
+    /// The value itself, wherever it is shared from.
+    pub(crate) fn resolved(&self) -> &StateValue {
+        let mut value = self;
+        while let StateValue::Shared(shared) = value {
+            value = shared;
+        }
+        value
+    }
+
     /// The member `key` of an object.
     pub(crate) fn get(&self, key: &str) -> Option<&StateValue> {
-        match self {
+        match self.resolved() {
             StateValue::Map(map) => map.get(key),
             _ => None,
         }
@@ -117,7 +151,7 @@ impl StateValue {
 
     /// The text of a string value.
     pub(crate) fn as_str(&self) -> Option<&str> {
-        match self {
+        match self.resolved() {
             StateValue::Text(text) => Some(text),
             _ => None,
         }
@@ -145,7 +179,12 @@ impl PartialEq for StateValue {
     /// Equal as JSON text would be: key order counts, and so does the sign of zero.
     fn eq(&self, other: &Self) -> bool {
         use StateValue::*;
-        match (self, other) {
+        if let (Shared(a), Shared(b)) = (self, other)
+            && Arc::ptr_eq(a, b)
+        {
+            return true;
+        }
+        match (self.resolved(), other.resolved()) {
             (Null, Null) => true,
             (Bool(a), Bool(b)) => a == b,
             (Int(a), Int(b)) => a == b,
@@ -171,6 +210,7 @@ impl Serialize for StateValue {
             StateValue::Text(text) => serializer.serialize_str(text),
             StateValue::List(items) => serializer.collect_seq(items),
             StateValue::Map(map) => serializer.collect_map(map.iter()),
+            StateValue::Shared(value) => value.serialize(serializer),
         }
     }
 }
@@ -215,7 +255,7 @@ fn diff_into<'a>(
         return;
     }
     let depth = path.len();
-    match (old, new) {
+    match (old.resolved(), new.resolved()) {
         (StateValue::Map(old), StateValue::Map(new)) => {
             let kept = new.lookup();
             for (key, _) in old.iter().filter(|(key, _)| kept.get(key).is_none()) {

@@ -42,6 +42,26 @@ pub(crate) enum YamlError {
 /// Reads `text`; `Ok(None)` when it holds no document (blank, or only comments).
 /// `schema` applies unless the document declares `%YAML 1.2`.
 pub(crate) fn read(text: &str, schema: Schema) -> Result<Option<StateValue>, YamlError> {
+    Ok(read_document(text, schema)?.map(|document| document.value))
+}
+
+/// A document, and where its top-level entries begin when each can be read on its own.
+#[derive(Debug)]
+pub(crate) struct Document {
+    /// What the document holds.
+    pub(crate) value: StateValue,
+    /// The byte offset of each top-level key, one per member of `value`, when the document
+    /// is a block map whose entries depend on nothing outside their own bytes: keys plain
+    /// and unindented, starting with a letter, digit or `_`, and no `%YAML 1.2` or `%TAG`
+    /// directive, anchor, alias or merge key anywhere, nor a repeated top-level key. `None`
+    /// otherwise.
+    pub(crate) entries: Option<Vec<usize>>,
+    /// Whether the document ends with an explicit `...`.
+    pub(crate) explicit_end: bool,
+}
+
+/// As [`read`], with the layout of the top-level entries.
+pub(crate) fn read_document(text: &str, schema: Schema) -> Result<Option<Document>, YamlError> {
     // libyaml-safer 0.3 can panic at an end of input inside a block scalar with no line
     // break after it, so the parser is always given one (PyYAML ends every file with one);
     // `parse` takes it back out of a block scalar that ends the file.
@@ -60,7 +80,7 @@ pub(crate) fn read(text: &str, schema: Schema) -> Result<Option<StateValue>, Yam
     })
 }
 
-fn parse(text: &str, added_break: bool, schema: Schema) -> Result<Option<StateValue>, YamlError> {
+fn parse(text: &str, added_break: bool, schema: Schema) -> Result<Option<Document>, YamlError> {
     let mut input = text.as_bytes();
     let mut parser = Parser::new();
     parser.set_input_string(&mut input);
@@ -70,20 +90,48 @@ fn parse(text: &str, added_break: bool, schema: Schema) -> Result<Option<StateVa
         let mut event = parser
             .parse()
             .map_err(|e| YamlError::Syntax(one_line(&e)))?;
+        composer
+            .layout
+            .note(&event, &composer.stack, text.as_bytes());
         match event.data {
             EventData::StreamEnd => return Ok(document),
             EventData::DocumentStart {
-                version_directive, ..
+                version_directive,
+                ref tag_directives,
+                ..
             } => {
                 if document.is_some() {
                     return Err(YamlError::SeveralDocuments);
+                }
+                // The schema of a `%YAML 1.2` document and the names `%TAG` gives apply to
+                // all of it; an entry read on its own would not see them.
+                let yaml12 = version_directive.is_some_and(|v| (v.major, v.minor) == (1, 2));
+                if yaml12 || !tag_directives.is_empty() {
+                    composer.layout.entries = None;
                 }
                 composer.schema = match version_directive {
                     Some(v) if (v.major, v.minor) == (1, 2) => Schema::Yaml12,
                     _ => schema,
                 };
             }
-            EventData::DocumentEnd { .. } => document = composer.finished.take(),
+            EventData::DocumentEnd { implicit } => {
+                document = composer.finished.take().map(|value| {
+                    let members = match &value {
+                        StateValue::Map(map) => map.len(),
+                        _ => 0,
+                    };
+                    let entries = composer
+                        .layout
+                        .entries
+                        .take()
+                        .filter(|starts| starts.len() == members);
+                    Document {
+                        value,
+                        entries,
+                        explicit_end: !implicit,
+                    }
+                });
+            }
             EventData::Scalar {
                 ref mut value,
                 style: ScalarStyle::Literal | ScalarStyle::Folded,
@@ -101,6 +149,65 @@ fn parse(text: &str, added_break: bool, schema: Schema) -> Result<Option<StateVa
             data => composer
                 .event(data)
                 .map_err(|e| YamlError::Budget(format!("{e} ({})", event.start_mark)))?,
+        }
+    }
+}
+
+/// Whether the next node is a key of the top-level map.
+fn at_top_key(stack: &[Frame]) -> bool {
+    matches!(stack, [Frame::Map { key: None, .. }])
+}
+
+/// Where the top-level entries begin, while that alone is enough to re-read one of them
+/// (see [`Document::entries`]).
+struct Layout {
+    entries: Option<Vec<usize>>,
+}
+
+impl Layout {
+    /// Takes in `event`, seen with `stack` as it was before it.
+    fn note(&mut self, event: &libyaml_safer::Event, stack: &[Frame], text: &[u8]) {
+        let Some(entries) = &mut self.entries else {
+            return;
+        };
+        let keep = match &event.data {
+            EventData::Alias { .. } => false,
+            EventData::MappingStart {
+                anchor, tag, style, ..
+            } => {
+                anchor.is_none()
+                    && !at_top_key(stack)
+                    && (!stack.is_empty()
+                        || (tag.is_none() && *style == libyaml_safer::MappingStyle::Block))
+            }
+            EventData::SequenceStart { anchor, .. } => {
+                anchor.is_none() && !stack.is_empty() && !at_top_key(stack)
+            }
+            EventData::Scalar {
+                anchor, tag, style, ..
+            } => {
+                if anchor.is_some() || stack.is_empty() {
+                    false
+                } else if at_top_key(stack) {
+                    let at = usize::try_from(event.start_mark.index).unwrap_or(usize::MAX);
+                    let plain_key = tag.is_none()
+                        && *style == ScalarStyle::Plain
+                        && event.start_mark.column == 0
+                        && text
+                            .get(at)
+                            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+                    if plain_key {
+                        entries.push(at);
+                    }
+                    plain_key
+                } else {
+                    true
+                }
+            }
+            _ => true,
+        };
+        if !keep {
+            self.entries = None;
         }
     }
 }
@@ -155,6 +262,7 @@ struct Composer {
     copied: Size,
     merges: usize,
     finished: Option<StateValue>,
+    layout: Layout,
 }
 
 impl Composer {
@@ -167,6 +275,9 @@ impl Composer {
             copied: Size::default(),
             merges: 0,
             finished: None,
+            layout: Layout {
+                entries: Some(Vec::new()),
+            },
         }
     }
 
@@ -322,6 +433,7 @@ impl Composer {
                 None => *key = Some(Key::Text(scalar::key_text(node))),
                 Some(Key::Text(k)) => pairs.push((k, node)),
                 Some(Key::Merge) => {
+                    self.layout.entries = None;
                     self.merges += 1;
                     if self.merges > MAX_MERGE_KEYS {
                         return Err(format!(
