@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, Uri};
-use serde_json::Value;
 
 pub use crate::auth::Admission;
 use crate::auth::{Auth, Verdict};
@@ -158,4 +157,10 @@ impl Gate {
 /// for text that holds no document.
 pub fn state_to_json(text: &str) -> Result<Option<String>, String> {
     crate::state::state_to_json(text)
+}
+
+/// `new` read after `old` as the state reader reads a change, and read in full; the two
+/// must be the same. `None` when `old` itself is not read.
+pub fn state_change_readings(old: &str, new: &str) -> Option<(String, String)> {
+    crate::state::change_readings(old, new)
 }
