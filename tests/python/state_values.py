@@ -425,6 +425,30 @@ class Generator:
             options["canonical"] = True
         return options
 
+    def agent_like(self):
+        """A mapping as agents write their state: several top-level members under plain
+        names, each holding anything."""
+        names = ["identity", "mood", "activity", "familiar", "meta", "objects", "visitors",
+                 "weather", "inventory", "log", "x", "_private", "2nd", "a_b", "Zed"]
+        return {name: self.value(1, False)
+                for name in self.rnd.sample(names, self.rnd.randint(2, 8))}
+
+    def edited(self, state):
+        """`state` (a dict) with one top-level member changed, added or removed, as an agent
+        rewrites its file: the rest of the text stays as it was, and the bridge reads only
+        what changed."""
+        r = self.rnd
+        edited = dict(state)
+        keys = list(edited)
+        choice = r.random()
+        if keys and choice < 0.6:
+            edited[r.choice(keys)] = self.value(1, False)
+        elif keys and choice < 0.8:
+            del edited[r.choice(keys)]
+        else:
+            edited[self.key(False)] = self.value(1, False)
+        return edited
+
     def json_options(self):
         r = self.rnd
         options = {}
@@ -613,10 +637,14 @@ def shown(text, max_lines=40):
     return "\n".join(out)
 
 
-def check(path, label, kind, text, expected, made_by):
+def check(path, label, kind, text, expected, made_by, keep=False):
+    """Writes `text`, and reports whether the state the bridge sent is `expected`. With
+    `keep`, the file is left for the next one to be written over if the bridge sent a state
+    (the return value says), instead of a reset in between."""
     write_state(path, text)
-    send({"wrote": label, "kind": kind})
+    send({"wrote": label, "kind": kind, "keep": keep})
     outcome = receive()
+    delivered = "data" in outcome
     if "data" in outcome:
         found = differences(expected, parse_received(outcome["data"]))
     elif "refused" in outcome:
@@ -625,7 +653,7 @@ def check(path, label, kind, text, expected, made_by):
         found = [f"no state: {outcome['silent']}"]
     if not found:
         send({"verdict": "ok"})
-        return True
+        return delivered
     shown_found = found[:5] + ([f"… and {len(found) - 5} more"] if len(found) > 5 else [])
     report = "\n".join(
         [f"{label}:"]
@@ -635,7 +663,7 @@ def check(path, label, kind, text, expected, made_by):
            shown(text)]
     )
     send({"verdict": "mismatch", "label": label, "report": report})
-    return False
+    return delivered
 
 
 def main():
@@ -658,9 +686,11 @@ def main():
     rnd = random.Random(seed)
     generator = Generator(rnd)
     roundtrip = 0
+    edits = 0
     for i in range(1, count + 1):
         json_only = rnd.random() < 0.15
-        state = generator.document(json_only)
+        agent_like = not json_only and rnd.random() < 0.4
+        state = generator.agent_like() if agent_like else generator.document(json_only)
         if json_only:
             options = generator.json_options()
             text = json.dumps(state, **options)
@@ -674,10 +704,23 @@ def main():
             if exact(expected, ordered=False) != exact(to_json(state), ordered=False):
                 roundtrip += 1  # PyYAML reads back something else than it dumped
             made_by = call_text("yaml.safe_dump", options)
-        check(path, f"random document {i} of {count} (seed {seed})", "random", text, expected,
-              made_by)
+        # Half the mappings are then written again with one member changed, in the same
+        # style, over the first: the rest of the text stays, and the bridge reads only what
+        # changed.
+        edit = None
+        if not json_only and isinstance(state, dict) and rnd.random() < 0.5:
+            edit_text = yaml.safe_dump(generator.edited(state), **options)
+            edit_expected = to_json(pyyaml_reads(edit_text))
+            if exact(edit_expected) != exact(expected):
+                edit = (edit_text, edit_expected)
+        delivered = check(path, f"random document {i} of {count} (seed {seed})", "random", text,
+                          expected, made_by, keep=edit is not None)
+        if edit is not None and delivered:
+            edits += 1
+            check(path, f"random document {i} of {count}, edited (seed {seed})", "random",
+                  edit[0], edit[1], made_by + ", then again with one member changed")
 
-    send({"done": {"named": len(NAMED), "random": count, "seed": seed,
+    send({"done": {"named": len(NAMED), "random": count, "edited": edits, "seed": seed,
                    "pyyaml": yaml.__version__, "pyyaml_roundtrip_differences": roundtrip}})
 
 
