@@ -49,8 +49,13 @@ impl Map {
     /// Members in order; a repeated key keeps its first place and takes its last value, as
     /// assigning them one by one to a Python dict does.
     pub(crate) fn from_pairs(mut pairs: Vec<(String, StateValue)>) -> Self {
+        // The common case, a small map whose keys are all different, without allocating.
+        let small = pairs.len() <= SCAN_LIMIT;
+        if small && (1..pairs.len()).all(|i| pairs[..i].iter().all(|(k, _)| *k != pairs[i].0)) {
+            return Map(pairs);
+        }
         // Where each member's key first appears.
-        let first: Vec<usize> = if pairs.len() <= SCAN_LIMIT {
+        let first: Vec<usize> = if small {
             (0..pairs.len())
                 .map(|i| (0..=i).find(|&j| pairs[j].0 == pairs[i].0).unwrap_or(i))
                 .collect()
