@@ -28,7 +28,7 @@ use crate::throttle::Throttle;
 
 /// How a client was let in, weakest first: the order is the privilege an agent id is held
 /// with, so a weaker client cannot take an id from a stronger one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Admission {
     /// Authentication is off (`--no-auth`): anyone who reached the port.

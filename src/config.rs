@@ -134,6 +134,19 @@ pub struct Config {
     /// the built-in page; `/client.js` stays available.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workshop_dir: Option<PathBuf>,
+    /// NATS servers of a cluster of bridges to join (`nats://HOST:PORT`, one or more);
+    /// empty, the bridge stands alone and opens no connection of its own.
+    pub cluster: Vec<String>,
+    /// Serve the cluster's state and inbox through NATS instead of local files: a relay
+    /// reads no state file, writes no inbox and watches no outbox (needs `cluster`).
+    #[serde(deserialize_with = "de_switch")]
+    pub relay: bool,
+    /// The token the NATS server asks of the cluster's bridges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_token: Option<String>,
+    /// A NATS credentials file (`.creds`: a user JWT and its key) for the cluster link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_creds: Option<PathBuf>,
     /// The `[pairing]` section: which Workshop page the iPad's QR code opens and which of
     /// this machine's addresses it names. Kept here so the app and `workshop-bridge qr` read
     /// one file.
@@ -191,6 +204,10 @@ impl Default for Config {
             max_json_depth: 64,
             max_remembered_id_bytes: 4 * 1024 * 1024,
             workshop_dir: None,
+            cluster: Vec::new(),
+            relay: false,
+            cluster_token: None,
+            cluster_creds: None,
             pairing: PairingSettings::default(),
             app: toml::Table::new(),
         }
@@ -300,6 +317,18 @@ pub struct Overrides {
     /// Serve this directory (your own built Workshop) at / instead of the built-in page
     #[arg(long, env = "WORKSHOP_BRIDGE_WORKSHOP_DIR")]
     pub workshop_dir: Option<PathBuf>,
+    /// Join a cluster of bridges through this NATS server (repeatable), e.g. nats://host:4222
+    #[arg(long, env = "WORKSHOP_BRIDGE_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// Serve the cluster origin's state and inbox instead of local files (needs --cluster)
+    #[arg(long, env = "WORKSHOP_BRIDGE_RELAY", value_parser = parse_switch)]
+    pub relay: bool,
+    /// Token the NATS server asks of the cluster's bridges
+    #[arg(long, env = "WORKSHOP_BRIDGE_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// NATS credentials file (.creds) for the cluster link
+    #[arg(long, env = "WORKSHOP_BRIDGE_CLUSTER_CREDS")]
+    pub cluster_creds: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -349,6 +378,16 @@ impl Overrides {
         }
         if self.workshop_dir.is_some() {
             config.workshop_dir = self.workshop_dir;
+        }
+        if !self.cluster.is_empty() {
+            config.cluster = self.cluster;
+        }
+        config.relay |= self.relay;
+        if self.cluster_token.is_some() {
+            config.cluster_token = self.cluster_token;
+        }
+        if self.cluster_creds.is_some() {
+            config.cluster_creds = self.cluster_creds;
         }
         config.no_auth |= self.no_auth;
         config.no_trust_loopback |= self.no_trust_loopback;
@@ -485,6 +524,37 @@ impl Config {
                     &format!("`{origin}` is not an origin like http://host:port"),
                 );
             }
+        }
+        for server in &self.cluster {
+            if !["nats://", "tls://"]
+                .iter()
+                .any(|scheme| server.starts_with(scheme) && server.len() > scheme.len())
+            {
+                return invalid(
+                    "cluster",
+                    &format!("`{server}` is not a NATS server address like nats://host:4222"),
+                );
+            }
+        }
+        if self.relay && self.cluster.is_empty() {
+            return invalid(
+                "relay",
+                "a relay serves a cluster's state: give the NATS server with --cluster",
+            );
+        }
+        if self.cluster_token.is_some() && self.cluster_creds.is_some() {
+            return invalid(
+                "cluster_token",
+                "give either a cluster token or a credentials file, not both",
+            );
+        }
+        if let Some(t) = &self.cluster_token
+            && (t.is_empty() || t.chars().any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return invalid(
+                "cluster_token",
+                "must not be empty, and must have no spaces or control characters",
+            );
         }
         for host in &self.allowed_hosts {
             if !crate::host::valid_pattern(host) {
@@ -669,6 +739,10 @@ mod tests {
             max_json_depth: 23,
             max_remembered_id_bytes: 24,
             workshop_dir: Some("/site".into()),
+            cluster: vec!["nats://a.lan:4222".into(), "nats://b.lan:4222".into()],
+            relay: true,
+            cluster_token: Some("cluster-secret".into()),
+            cluster_creds: Some("/keys/bridge.creds".into()),
             pairing: PairingSettings::default(),
             app: toml::Table::new(),
         }
@@ -731,7 +805,7 @@ mod tests {
             assert_eq!(by_field, from_flag, "`{field}` and `{key}` differ");
             flags += 1;
         }
-        assert_eq!(flags, 30, "every setting but the sections has a flag");
+        assert_eq!(flags, 34, "every setting but the sections has a flag");
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub(crate) async fn serve(
             admitted: opts.admitted.admission,
             origin: opts.admitted.origin.clone(),
             peer: opts.peer,
+            relayed: false,
         },
         own_ids: RecentIds::new(REMEMBER_IDS_FOR, CONNECTION_IDS_BYTES),
     };
@@ -657,13 +658,30 @@ impl Reader {
             client_id: head.id,
             provenance: &self.provenance,
         };
-        // Without an identity, repeats are recognised within this connection only, and
-        // forgotten with it.
-        let slot = head.id.map(|id| match &self.opts.client {
-            Some(client) => self.hub.inbox().slot(client, id.get()),
-            None => self.own_ids.slot("", id.get()),
-        });
-        if !self.hub.inbox().write_once(slot, &event).await? {
+        let written = match self.hub.cluster().filter(|link| link.is_relay()) {
+            // A relay has no inbox: the origin writes it, and recognises repeats by the
+            // client's identity, or else by this connection's name in the cluster.
+            Some(link) => {
+                let dedup = head.id.map(|id| {
+                    let client = match &self.opts.client {
+                        Some(client) => client.clone(),
+                        None => format!("{}/{}", link.node(), self.id),
+                    };
+                    (client, id.get().to_owned())
+                });
+                crate::cluster::inbox::forward(link, &event, dedup).await?
+            }
+            None => {
+                // Without an identity, repeats are recognised within this connection only,
+                // and forgotten with it.
+                let slot = head.id.map(|id| match &self.opts.client {
+                    Some(client) => self.hub.inbox().slot(client, id.get()),
+                    None => self.own_ids.slot("", id.get()),
+                });
+                self.hub.inbox().write_once(slot, &event).await?
+            }
+        };
+        if !written {
             tracing::debug!(peer = %self.opts.peer, "repeated message acknowledged again, not written");
             return Ok(());
         }
@@ -700,7 +718,13 @@ impl Reader {
             client_id: None,
             provenance: &self.provenance,
         };
-        if self.hub.inbox().write(&event).await.is_ok() {
+        let written = match self.hub.cluster().filter(|link| link.is_relay()) {
+            Some(link) => crate::cluster::inbox::forward(link, &event, None)
+                .await
+                .is_ok(),
+            None => self.hub.inbox().write(&event).await.is_ok(),
+        };
+        if written {
             let text = ServerMessage::Leave { visitor, reason }.to_text();
             self.hub.broadcast(text, Some(self.id));
         }

@@ -44,6 +44,28 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The cluster's credentials file could not be read.
+    #[error(
+        "the cluster credentials file {} cannot be used ({}); give a NATS .creds file with --cluster-creds",
+        .path.display(),
+        io_words(.source)
+    )]
+    ClusterCredentials {
+        /// The credentials file.
+        path: PathBuf,
+        /// What went wrong reading it.
+        source: io::Error,
+    },
+
+    /// The cluster link could not be set up.
+    #[error("cannot join the cluster through {servers}: {message}")]
+    Cluster {
+        /// The NATS servers, as given.
+        servers: String,
+        /// What NATS said.
+        message: String,
+    },
+
     /// The config file exists but cannot be read.
     #[error("{}", read_config_sentence(.path, .source))]
     ReadConfig {

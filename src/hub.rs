@@ -6,6 +6,12 @@
 //! iPad cannot hold up the others; when all queues together hold too much, the largest are
 //! closed first. The registry lock is a `std` mutex held only for map operations and
 //! `try_send`, never across an `.await`.
+//!
+//! In a cluster (`--cluster`), the hub also hands the [`Link`] what must reach the other
+//! nodes (broadcasts, messages for agents connected elsewhere, registrations), and the
+//! link's tasks hand back what came from them (`*_local`, `taken_over_elsewhere`).
+//!
+//! [`Link`]: crate::cluster::Link
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +26,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::Admission;
+use crate::cluster::{Link, Outgoing};
 use crate::inbox::Inbox;
 use crate::protocol::{ClientError, ErrorCode, ServerMessage, close};
 use crate::state::{SnapshotRx, StateHealth};
@@ -223,6 +230,8 @@ struct Shared {
     started_at: SystemTime,
     /// Bumped on every connect, disconnect and registration, for live views.
     changes: watch::Sender<u64>,
+    /// The other bridges of the cluster, once joined.
+    cluster: OnceLock<Link>,
 }
 
 #[derive(Default)]
@@ -270,6 +279,7 @@ impl Hub {
                 next_id: AtomicU64::new(1),
                 started_at: SystemTime::now(),
                 changes: watch::channel(0).0,
+                cluster: OnceLock::new(),
             }),
         }
     }
@@ -285,6 +295,16 @@ impl Hub {
 
     fn changed(&self) {
         self.shared.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Joins the hub to a cluster: from now on what must cross nodes is handed to `link`.
+    pub(crate) fn set_cluster(&self, link: Link) {
+        let _ = self.shared.cluster.set(link);
+    }
+
+    /// The hub's link to its cluster, if it is in one.
+    pub(crate) fn cluster(&self) -> Option<&Link> {
+        self.shared.cluster.get()
     }
 
     /// The inbox visitor events are written to.
@@ -367,6 +387,9 @@ impl Hub {
         };
         if let Some(agent) = left {
             tracing::info!(agent = %agent, reason, "agent left");
+            if let Some(link) = self.cluster() {
+                link.send(Outgoing::Presence(agent.clone(), None));
+            }
             let text = ServerMessage::AgentLeft {
                 agent_id_camel: &agent,
                 agent_id: &agent,
@@ -439,6 +462,14 @@ impl Hub {
                 ),
             });
         }
+        if let Some(link) = self.cluster() {
+            if let Some(old) = &previous_own {
+                link.send(Outgoing::Presence(old.clone(), None));
+            }
+            // Announced before `agent_joined` goes out: a node holding the same id closes
+            // its holder, and forgets it without an `agent_left`.
+            link.send(Outgoing::Presence(agent.clone(), Some(role.clone())));
+        }
         if let Some(old) = previous_own {
             let text = ServerMessage::AgentLeft {
                 agent_id_camel: &old,
@@ -468,8 +499,20 @@ impl Hub {
             .and_then(|e| e.info.agent_id.clone())
     }
 
-    /// Sends `text` to every client but `except`.
+    /// Sends `text` to every client but `except`, on every node of the cluster.
     pub(crate) fn broadcast(&self, text: Utf8Bytes, except: Option<u64>) {
+        if let Some(link) = self.cluster() {
+            link.send(Outgoing::Broadcast(text.clone()));
+        }
+        self.broadcast_here(text, except);
+    }
+
+    /// Sends a message another node broadcast to every client of this one.
+    pub(crate) fn broadcast_local(&self, text: &str) {
+        self.broadcast_here(Utf8Bytes::from(text.to_owned()), None);
+    }
+
+    fn broadcast_here(&self, text: Utf8Bytes, except: Option<u64>) {
         let reg = self.registry();
         for (id, entry) in &reg.clients {
             if Some(*id) != except {
@@ -484,22 +527,75 @@ impl Hub {
         self.broadcast(text, None);
     }
 
-    /// Sends `text` only to the connection registered as `target`.
+    /// Sends `text` only to the connection registered as `target`, on whichever node of
+    /// the cluster it is.
     pub(crate) fn direct(&self, target: &str, text: Utf8Bytes) -> Result<(), ClientError> {
+        if self.direct_local(target, text.clone()) {
+            return Ok(());
+        }
+        match self.cluster() {
+            Some(link) if link.remote_agent(target).is_some() => {
+                link.send(Outgoing::Direct(target.to_owned(), text));
+                Ok(())
+            }
+            _ => Err(ClientError::new(
+                ErrorCode::UnknownTarget,
+                format!("no agent `{target}` is connected"),
+            )),
+        }
+    }
+
+    /// Sends `text` to the connection registered here as `target`; false if there is none.
+    pub(crate) fn direct_local(&self, target: &str, text: Utf8Bytes) -> bool {
         let reg = self.registry();
-        let entry = reg
-            .agents
-            .get(target)
-            .and_then(|id| reg.clients.get(id))
-            .ok_or_else(|| {
-                ClientError::new(
-                    ErrorCode::UnknownTarget,
-                    format!("no agent `{target}` is connected"),
-                )
-            })?;
+        let Some(entry) = reg.agents.get(target).and_then(|id| reg.clients.get(id)) else {
+            return false;
+        };
         self.deliver(entry, text);
         self.shed_if_over(&reg);
-        Ok(())
+        true
+    }
+
+    /// Another node of the cluster registered `agent`: the connection holding it here, if
+    /// any, is told why and closed. The id lives on there, so no `agent_left` goes out.
+    pub(crate) fn taken_over_elsewhere(&self, agent: &str) {
+        let kick = {
+            let mut reg = self.registry();
+            let Some(id) = reg.agents.remove(agent) else {
+                return;
+            };
+            reg.clients.get_mut(&id).map(|e| {
+                e.info.agent_id = None;
+                e.info.role = None;
+                Arc::clone(&e.kick)
+            })
+        };
+        if let Some(kick) = kick {
+            tracing::info!(agent = %agent, "agent id taken over on another node");
+            let message = format!("agent id `{agent}` was registered by a newer connection");
+            kick.kick_with(Farewell {
+                code: close::POLICY,
+                reason: "agent id taken over by a new connection",
+                last_words: Some(
+                    ServerMessage::Error {
+                        code: ErrorCode::Replaced,
+                        message: &message,
+                        id: None,
+                    }
+                    .to_text(),
+                ),
+            });
+        }
+        self.changed();
+    }
+
+    /// The agents registered on this node, with their roles.
+    pub(crate) fn local_agents(&self) -> Vec<(String, String)> {
+        self.registry()
+            .clients
+            .values()
+            .filter_map(|e| Some((e.info.agent_id.clone()?, e.info.role.clone()?)))
+            .collect()
     }
 
     /// A copy of every connected client's details.

@@ -78,6 +78,9 @@ pub(crate) struct Provenance {
     pub(crate) origin: Option<String>,
     /// Its network address.
     pub(crate) peer: SocketAddr,
+    /// It came through a relay of the cluster, which vouches for the fields above.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) relayed: bool,
 }
 
 /// The file as written: the event plus what the bridge adds.

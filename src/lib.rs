@@ -18,6 +18,7 @@
 mod accept;
 mod assets;
 mod auth;
+mod cluster;
 pub mod config;
 mod connection;
 mod dedup;
@@ -51,6 +52,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 pub use crate::auth::Admission;
+pub use crate::cluster::NodeStatus;
 pub use crate::config::{Config, LogFormat, Overrides};
 pub use crate::error::Error;
 pub use crate::hub::ClientInfo;
@@ -92,13 +94,19 @@ impl Bridge {
             return Err(Error::MissingToken);
         }
         let state_dir = parent_dir(&config.state_file);
-        let missing = missing_folders(&[
-            ("state file", &state_dir),
-            ("inbox", &config.inbox_dir),
-            ("outbox", &config.outbox_dir),
-        ])?;
+        // A relay has no files of its own: the cluster's origin has them.
+        let folders: &[(&'static str, &Path)] = if config.relay {
+            &[]
+        } else {
+            &[
+                ("state file", &state_dir),
+                ("inbox", &config.inbox_dir),
+                ("outbox", &config.outbox_dir),
+            ]
+        };
+        let missing = missing_folders(folders)?;
         let inbox_missing = missing.iter().any(|(_, p)| *p == config.inbox_dir);
-        if !inbox_missing {
+        if !inbox_missing && !config.relay {
             check_writable(&config.inbox_dir)?;
         }
         raise_open_files_limit();
@@ -152,16 +160,28 @@ impl PreparedBridge {
         // Watch before the first read: a change in between is then seen, not lost.
         let poll = config.poll_ms.map(Duration::from_millis);
         let state_name = config.state_file.file_name().map(ToOwned::to_owned);
-        let state_watch = watch_dir(&state_dir, poll, move |path| {
-            path.file_name() == state_name.as_deref()
-        })?;
-        let outbox_watch = watch_dir(&config.outbox_dir, poll, |_| true)?;
-        let mut state = StateFile::new(config.state_file.clone(), config.max_state_bytes);
-        match first_look(&config.state_file) {
-            None => state.reload().await,
-            Some(absent) => {
-                if let Ok(mut health) = state.health().lock() {
-                    health.last_error = Some(absent.to_owned());
+        let watches = if config.relay {
+            None
+        } else {
+            let state_watch = watch_dir(&state_dir, poll, move |path| {
+                path.file_name() == state_name.as_deref()
+            })?;
+            let outbox_watch = watch_dir(&config.outbox_dir, poll, |_| true)?;
+            Some([state_watch, outbox_watch])
+        };
+        let state_path = if config.relay {
+            "(the cluster's origin)".into()
+        } else {
+            config.state_file.clone()
+        };
+        let mut state = StateFile::new(state_path, config.max_state_bytes);
+        if !config.relay {
+            match first_look(&config.state_file) {
+                None => state.reload().await,
+                Some(absent) => {
+                    if let Ok(mut health) = state.health().lock() {
+                        health.last_error = Some(absent.to_owned());
+                    }
                 }
             }
         }
@@ -184,7 +204,28 @@ impl PreparedBridge {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let connections = TaskTracker::new();
-        tasks.spawn(state.run(Arc::clone(&state_watch.wake), shutdown.clone()));
+        if !config.cluster.is_empty() {
+            let link = cluster::start(cluster::Start {
+                config: &config,
+                hub: hub.clone(),
+                snapshots: state.subscribe(),
+                publish: state.publisher(),
+                health: state.health(),
+                shutdown: shutdown.clone(),
+                tasks: tasks.clone(),
+            })
+            .await?;
+            hub.set_cluster(link);
+        }
+        if let Some([state_watch, outbox_watch]) = &watches {
+            tasks.spawn(state.run(Arc::clone(&state_watch.wake), shutdown.clone()));
+            tasks.spawn(outbox::run(
+                config.outbox_dir.clone(),
+                hub.clone(),
+                Arc::clone(&outbox_watch.wake),
+                shutdown.clone(),
+            ));
+        }
         // Connections hear of the shutdown from the hub: each writer then waits on a flag of
         // its own rather than on the token every connection shares (see `hub::Kick`).
         tasks.spawn({
@@ -194,12 +235,6 @@ impl PreparedBridge {
                 hub.end_all();
             }
         });
-        tasks.spawn(outbox::run(
-            config.outbox_dir.clone(),
-            hub.clone(),
-            Arc::clone(&outbox_watch.wake),
-            shutdown.clone(),
-        ));
 
         let app = server::router(AppState {
             hub: hub.clone(),
@@ -244,7 +279,7 @@ impl PreparedBridge {
             shutdown,
             tasks,
             connections,
-            _watches: [state_watch, outbox_watch],
+            _watches: watches,
         })
     }
 }
@@ -267,7 +302,7 @@ pub struct BridgeHandle {
     _stop_on_drop: DropGuard,
     tasks: TaskTracker,
     connections: TaskTracker,
-    _watches: [DirWatch; 2],
+    _watches: Option<[DirWatch; 2]>,
 }
 
 impl BridgeHandle {

@@ -277,7 +277,7 @@ impl ServerMessage<'_> {
 }
 
 /// Machine-readable error codes sent in `error` messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame is not JSON.

@@ -303,6 +303,10 @@ pub struct Status {
     pub state: StateHealth,
     /// Every connected client.
     pub clients: Vec<ClientInfo>,
+    /// In a cluster, every node that answered: this one first among its kind, then the
+    /// others (`GET /api/gateway/status` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Vec<crate::cluster::NodeStatus>>,
 }
 
 /// One registered agent in the status.
@@ -362,9 +366,14 @@ pub(crate) fn status_of(hub: &Hub) -> Status {
             .as_secs(),
         state: hub.state_health(),
         clients,
+        cluster: None,
     }
 }
 
 async fn status(_: Admitted, State(app): State<AppState>) -> Json<Status> {
-    Json(status_of(&app.hub))
+    let mut status = status_of(&app.hub);
+    if let Some(link) = app.hub.cluster() {
+        status.cluster = Some(crate::cluster::presence::cluster_status(link, &app.hub).await);
+    }
+    Json(status)
 }

@@ -11,6 +11,7 @@ const DOCUMENTS: &[&str] = &[
     "README.md",
     "docs/PROTOCOL.md",
     "docs/RELIABILITY.md",
+    "docs/CLUSTER.md",
     "bench/BENCHMARKS.md",
     "examples/README.md",
 ];

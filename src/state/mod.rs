@@ -104,6 +104,11 @@ impl StateFile {
         self.tx.subscribe()
     }
 
+    /// Where snapshots are published: a relay of a cluster publishes the origin's here.
+    pub(crate) fn publisher(&self) -> watch::Sender<Option<Arc<Snapshot>>> {
+        self.tx.clone()
+    }
+
     /// The shared health record.
     pub(crate) fn health(&self) -> Arc<Mutex<StateHealth>> {
         Arc::clone(&self.health)

@@ -20,6 +20,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use workshop_bridge::{Bridge, BridgeHandle, Config};
 
 pub mod disk;
+pub mod nats;
 pub mod netns;
 pub mod report;
 
@@ -153,6 +154,23 @@ pub async fn start(config: Config) -> BridgeHandle {
 /// Connects to `path_and_query` (e.g. `/ws?diff=1`) on the bridge.
 pub async fn connect(bridge: &BridgeHandle, path_and_query: &str) -> Ws {
     try_connect(bridge, path_and_query, &[]).await.unwrap()
+}
+
+/// Connects to `path_and_query` on a bridge at `addr` (one in another process, say).
+pub async fn connect_at(addr: std::net::SocketAddr, path_and_query: &str) -> Ws {
+    try_connect_at(addr, path_and_query).await.unwrap()
+}
+
+/// Connects to a bridge at `addr`; the error carries the HTTP refusal if there was one.
+pub async fn try_connect_at(
+    addr: std::net::SocketAddr,
+    path_and_query: &str,
+) -> Result<Ws, WsError> {
+    let url = format!("ws://{addr}{path_and_query}");
+    let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect timed out")?;
+    Ok(ws)
 }
 
 /// Connects with extra headers; the error carries the HTTP refusal if there was one.

@@ -1,0 +1,220 @@
+//! Everything else that crosses nodes: broadcasts, directed messages, and who is registered
+//! as which agent on which node.
+//!
+//! A message crosses once: the node its sender is on delivers it to its own clients and
+//! publishes it once; every other node delivers it to its clients. NATS does not echo a
+//! node's messages back to it (`no_echo`), so nothing arrives twice.
+//!
+//! A registration is announced on `workshop.presence`; a node that holds the same agent id
+//! closes its holder (a takeover across nodes), and every node remembers where the agent is
+//! so a directed message finds it. A node that (re)joins says hello, and the others announce
+//! their agents again.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Link, Outgoing, subject};
+use crate::hub::Hub;
+
+/// Largest message taken from another node; larger ones are dropped, as a client's would be.
+const MAX_CROSSING_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a cluster-wide status waits for the other nodes' answers.
+const STATUS_WAIT: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Presence {
+    node: String,
+    agent: String,
+    /// Absent when the agent left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+}
+
+/// Publishes, in order, what the hub asked to cross.
+pub(crate) async fn publish(
+    link: Link,
+    mut out: mpsc::Receiver<Outgoing>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return,
+            next = out.recv() => next,
+        };
+        let Some(next) = next else { return };
+        let sent = match next {
+            Outgoing::Broadcast(text) => {
+                link.client()
+                    .publish(subject::BROADCAST, text.as_bytes().to_vec().into())
+                    .await
+            }
+            Outgoing::Direct(target, text) => {
+                let mut payload = Vec::with_capacity(target.len() + 1 + text.len());
+                payload.extend_from_slice(target.as_bytes());
+                payload.push(b'\n');
+                payload.extend_from_slice(text.as_bytes());
+                link.client().publish(subject::DIRECT, payload.into()).await
+            }
+            Outgoing::Presence(agent, role) => {
+                let presence = Presence {
+                    node: link.node().to_owned(),
+                    agent,
+                    role,
+                };
+                match serde_json::to_vec(&presence) {
+                    Ok(json) => link.client().publish(subject::PRESENCE, json.into()).await,
+                    Err(_) => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot publish to the cluster");
+        }
+    }
+}
+
+/// Subscribes to what other nodes send, then returns the task that delivers it.
+pub(crate) async fn run(
+    link: Link,
+    hub: Hub,
+    shutdown: CancellationToken,
+) -> Result<impl Future<Output = ()>, async_nats::SubscribeError> {
+    let client = link.client().clone();
+    let mut broadcasts = client.subscribe(subject::BROADCAST).await?;
+    let mut directs = client.subscribe(subject::DIRECT).await?;
+    let mut presences = client.subscribe(subject::PRESENCE).await?;
+    let mut hellos = client.subscribe(subject::HELLO).await?;
+    // Ask the others who is where; they answer on the presence subject.
+    link.client()
+        .publish(subject::HELLO, link.node().to_owned().into())
+        .await
+        .ok();
+    Ok(async move {
+        loop {
+            // A node's registration is announced before its `agent_joined` is broadcast, and
+            // is read first here: whoever hears the one can reach the agent.
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                Some(m) = presences.next() => {
+                    let Ok(p) = serde_json::from_slice::<Presence>(&m.payload) else { continue };
+                    if p.node == link.node() || !crate::protocol::valid_name(&p.agent, 128) {
+                        continue;
+                    }
+                    let mut agents = link.remote_agents();
+                    if p.role.is_some() {
+                        agents.insert(p.agent.clone(), p.node.clone());
+                        drop(agents);
+                        hub.taken_over_elsewhere(&p.agent);
+                    } else if agents.get(&p.agent) == Some(&p.node) {
+                        agents.remove(&p.agent);
+                    }
+                }
+                Some(_) = hellos.next() => {
+                    for (agent, role) in hub.local_agents() {
+                        link.send(Outgoing::Presence(agent, Some(role)));
+                    }
+                }
+                Some(m) = directs.next() => {
+                    let Some(text) = text_of(&m.payload) else { continue };
+                    if let Some((target, message)) = text.split_once('\n') {
+                        hub.direct_local(target, Utf8Bytes::from(message.to_owned()));
+                    }
+                }
+                Some(m) = broadcasts.next() => {
+                    if let Some(text) = text_of(&m.payload) {
+                        hub.broadcast_local(text);
+                    }
+                }
+                else => return,
+            }
+        }
+    })
+}
+
+fn text_of(payload: &[u8]) -> Option<&str> {
+    if payload.len() > MAX_CROSSING_BYTES {
+        return None;
+    }
+    std::str::from_utf8(payload).ok()
+}
+
+/// Answers other nodes' status requests with this node's status.
+pub(crate) async fn status(
+    link: Link,
+    hub: Hub,
+    shutdown: CancellationToken,
+) -> Result<impl Future<Output = ()>, async_nats::SubscribeError> {
+    let mut requests = link.client().subscribe(subject::STATUS).await?;
+    Ok(async move {
+        loop {
+            let request = tokio::select! {
+                () = shutdown.cancelled() => return,
+                request = requests.next() => request,
+            };
+            let Some(request) = request else { return };
+            let Some(reply) = request.reply else { continue };
+            let status = node_status(&link, &hub);
+            if let Ok(json) = serde_json::to_vec(&status) {
+                link.client().publish(reply, json.into()).await.ok();
+            }
+        }
+    })
+}
+
+/// One node's part of the cluster-wide status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's name in the cluster (new at every start).
+    pub node: String,
+    /// `origin` or `relay`.
+    pub role: String,
+    /// Connected clients.
+    pub clients: usize,
+    /// Agents registered on the node.
+    pub agents: Vec<String>,
+    /// The `seq` of the state its clients have.
+    pub seq: u64,
+}
+
+pub(crate) fn node_status(link: &Link, hub: &Hub) -> NodeStatus {
+    NodeStatus {
+        node: link.node().to_owned(),
+        role: if link.is_relay() { "relay" } else { "origin" }.to_owned(),
+        clients: hub.client_count(),
+        agents: hub.local_agents().into_iter().map(|(a, _)| a).collect(),
+        seq: hub.state_health().seq,
+    }
+}
+
+/// Every node's status: this one's, and those the others answer within a moment.
+pub(crate) async fn cluster_status(link: &Link, hub: &Hub) -> Vec<NodeStatus> {
+    let mut nodes = vec![node_status(link, hub)];
+    let client = link.client();
+    let inbox = client.new_inbox();
+    let Ok(mut replies) = client.subscribe(inbox.clone()).await else {
+        return nodes;
+    };
+    if client
+        .publish_with_reply(subject::STATUS, inbox, Vec::new().into())
+        .await
+        .is_err()
+    {
+        return nodes;
+    }
+    let deadline = tokio::time::Instant::now() + STATUS_WAIT;
+    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        if let Ok(status) = serde_json::from_slice::<NodeStatus>(&reply.payload) {
+            nodes.push(status);
+        }
+    }
+    nodes.sort_by(|a, b| (a.role.as_str(), &a.node).cmp(&(b.role.as_str(), &b.node)));
+    nodes
+}
