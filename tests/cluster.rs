@@ -360,10 +360,13 @@ async fn agents_register_meet_and_are_taken_over_across_nodes() {
     };
     let (a, b) = (Node::relay(&nats).await, Node::relay(&nats).await);
     let (mut watcher, _) = origin.connect_with_state("/ws").await;
+    let (mut on_b, _) = b.connect_with_state("/ws").await;
     let (mut pip, _) = a.connect_with_state("/ws").await;
     register(&mut pip, "pip").await;
-    let joined = recv_type(&mut watcher, "agent_joined").await;
-    assert_eq!(joined["agent_id"], "pip");
+    // Every node hears of it (and so knows where pip is: that comes first).
+    for ws in [&mut watcher, &mut on_b] {
+        assert_eq!(recv_type(ws, "agent_joined").await["agent_id"], "pip");
+    }
 
     // A message for pip from the origin's side, and from relay B.
     let (mut timmy, _) = origin.connect_with_state("/ws").await;
@@ -375,7 +378,6 @@ async fn agents_register_meet_and_are_taken_over_across_nodes() {
     .await;
     assert_eq!(recv_type(&mut timmy, "ack").await["id"], "d1");
     assert_eq!(recv_type(&mut pip, "poke").await["text"], "psst");
-    let (mut on_b, _) = b.connect_with_state("/ws").await;
     send(
         &mut on_b,
         json!({"type": "poke", "target_id": "pip", "text": "from b"}),
@@ -408,6 +410,7 @@ async fn agents_register_meet_and_are_taken_over_across_nodes() {
     register(&mut pip_again, "pip").await;
     assert_eq!(recv_type(&mut pip, "error").await["code"], "replaced");
     recv_close(&mut pip).await;
+    while recv_type(&mut watcher, "agent_joined").await["agent_id"] != "pip" {}
     send(
         &mut timmy,
         json!({"type": "poke", "target_id": "pip", "text": "still there?"}),

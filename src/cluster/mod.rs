@@ -241,10 +241,22 @@ pub(crate) async fn start(start: Start<'_>) -> Result<Link, Error> {
         message: e.to_string(),
     };
     tasks.spawn(presence::publish(link.clone(), out_rx, shutdown.clone()));
+    let crossing = presence::Limits {
+        // A client's frame, or an outbox file (up to 4 MiB) broadcast from the origin.
+        max_bytes: config.max_frame_bytes.max(4 * 1024 * 1024),
+        max_depth: config.max_json_depth,
+        max_id_bytes: config.max_id_bytes,
+    };
     tasks.spawn(
-        presence::run(link.clone(), hub.clone(), shutdown.clone())
-            .await
-            .map_err(subscribed)?,
+        presence::run(
+            link.clone(),
+            hub.clone(),
+            crossing,
+            Arc::clone(&reconnected),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(subscribed)?,
     );
     tasks.spawn(
         presence::status(link.clone(), hub.clone(), shutdown.clone())

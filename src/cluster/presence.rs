@@ -21,9 +21,31 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Link, Outgoing, subject};
 use crate::hub::Hub;
+use crate::protocol::{Head, nested_deeper_than};
+use std::sync::Arc;
+use tokio::sync::Notify;
 
-/// Largest message taken from another node; larger ones are dropped, as a client's would be.
-const MAX_CROSSING_BYTES: usize = 16 * 1024 * 1024;
+/// What a message from another node is held to before this node's clients get it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Largest message, in bytes (a client's frame limit).
+    pub(crate) max_bytes: usize,
+    /// Deepest nesting.
+    pub(crate) max_depth: usize,
+    /// Longest `id`.
+    pub(crate) max_id_bytes: usize,
+}
+
+/// Types another node may pass on: anything a client may send or a bridge broadcasts, but
+/// never what only this node says to its own clients (the state, acks, errors).
+const NEVER_FROM_ANOTHER_NODE: &[&str] = &[
+    "state",
+    "state_patch",
+    "ack",
+    "error",
+    "pong",
+    "system_status",
+];
 
 /// How long a cluster-wide status waits for the other nodes' answers.
 const STATUS_WAIT: Duration = Duration::from_millis(300);
@@ -80,10 +102,13 @@ pub(crate) async fn publish(
     }
 }
 
-/// Subscribes to what other nodes send, then returns the task that delivers it.
+/// Subscribes to what other nodes send, then returns the task that delivers it. Says hello
+/// now and whenever the link comes back, so the others announce their agents.
 pub(crate) async fn run(
     link: Link,
     hub: Hub,
+    limits: Limits,
+    reconnected: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<impl Future<Output = ()>, async_nats::SubscribeError> {
     let client = link.client().clone();
@@ -103,6 +128,12 @@ pub(crate) async fn run(
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
+                () = reconnected.notified() => {
+                    link.client()
+                        .publish(subject::HELLO, link.node().to_owned().into())
+                        .await
+                        .ok();
+                }
                 Some(m) = presences.next() => {
                     let Ok(p) = serde_json::from_slice::<Presence>(&m.payload) else { continue };
                     if p.node == link.node() || !crate::protocol::valid_name(&p.agent, 128) {
@@ -123,13 +154,17 @@ pub(crate) async fn run(
                     }
                 }
                 Some(m) = directs.next() => {
-                    let Some(text) = text_of(&m.payload) else { continue };
-                    if let Some((target, message)) = text.split_once('\n') {
+                    let Ok(text) = std::str::from_utf8(&m.payload) else { continue };
+                    if let Some((target, message)) = text.split_once('\n')
+                        && acceptable(message, limits)
+                    {
                         hub.direct_local(target, Utf8Bytes::from(message.to_owned()));
                     }
                 }
                 Some(m) = broadcasts.next() => {
-                    if let Some(text) = text_of(&m.payload) {
+                    if let Ok(text) = std::str::from_utf8(&m.payload)
+                        && acceptable(text, limits)
+                    {
                         hub.broadcast_local(text);
                     }
                 }
@@ -139,11 +174,20 @@ pub(crate) async fn run(
     })
 }
 
-fn text_of(payload: &[u8]) -> Option<&str> {
-    if payload.len() > MAX_CROSSING_BYTES {
-        return None;
+/// Whether a message from another node may go to this node's clients: checked as a client's
+/// message is (size, depth, shape), and never one of the types only this node sends.
+fn acceptable(text: &str, limits: Limits) -> bool {
+    let ok = text.len() <= limits.max_bytes
+        && !nested_deeper_than(text, limits.max_depth)
+        && Head::parse(text, limits.max_id_bytes)
+            .is_ok_and(|head| !NEVER_FROM_ANOTHER_NODE.contains(&head.kind.as_ref()));
+    if !ok {
+        tracing::warn!(
+            bytes = text.len(),
+            "dropped a message from another node that no client could have sent"
+        );
     }
-    std::str::from_utf8(payload).ok()
+    ok
 }
 
 /// Answers other nodes' status requests with this node's status.
@@ -217,4 +261,38 @@ pub(crate) async fn cluster_status(link: &Link, hub: &Hub) -> Vec<NodeStatus> {
     }
     nodes.sort_by(|a, b| (a.role.as_str(), &a.node).cmp(&(b.role.as_str(), &b.node)));
     nodes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_from_other_nodes_are_held_to_a_clients_rules() {
+        let limits = Limits {
+            max_bytes: 64,
+            max_depth: 3,
+            max_id_bytes: 8,
+        };
+        assert!(acceptable(r#"{"type":"bark","text":"hi"}"#, limits));
+        assert!(acceptable(
+            r#"{"type":"agent_joined","agent_id":"pip"}"#,
+            limits
+        ));
+        for bad in [
+            r#"{"type":"state","seq":9,"data":{}}"#,
+            r#"{"type":"ack","id":"m1"}"#,
+            r#"{"type":"error","code":"replaced"}"#,
+            r#"{"type":"bark","a":[[[[1]]]]}"#,
+            r#"{"type":"bark","id":"123456789"}"#,
+            r#"["bark"]"#,
+            "not json",
+        ] {
+            assert!(!acceptable(bad, limits), "{bad}");
+        }
+        assert!(!acceptable(
+            &format!(r#"{{"type":"bark","text":"{}"}}"#, "x".repeat(64)),
+            limits
+        ));
+    }
 }
