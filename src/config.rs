@@ -811,8 +811,22 @@ mod tests {
     #[test]
     fn validation_names_the_setting() {
         type Breakage = fn(&mut Config);
-        let cases: [(Breakage, &str); 5] = [
+        let cases: [(Breakage, &str); 9] = [
             (|c| c.heartbeat_secs = 0, "heartbeat_secs"),
+            (|c| c.cluster = vec!["localhost:4222".into()], "cluster"),
+            (|c| c.relay = true, "relay"),
+            (
+                |c| {
+                    c.cluster = vec!["nats://localhost:4222".into()];
+                    c.cluster_token = Some("t".into());
+                    c.cluster_creds = Some("/k.creds".into());
+                },
+                "cluster_token",
+            ),
+            (
+                |c| c.cluster_token = Some("two words".into()),
+                "cluster_token",
+            ),
             (|c| c.token = Some(" ".into()), "token"),
             (|c| c.max_connections = 0, "max_connections"),
             (
