@@ -1,7 +1,7 @@
 //! `bridge-bench`: the bridge, the Python peer and the Node peer, side by side, in one run.
 //!
 //! Starts each server on port 0 with a temporary state file and inbox, drives it over real
-//! WebSockets (the seven scenarios of bench/BENCHMARKS.md), reads its cost from `/proc`, and
+//! WebSockets (the eight scenarios of bench/BENCHMARKS.md), reads its cost from `/proc`, and
 //! writes a table (stdout), `results.json` (every figure), `results.md` (the tables for
 //! BENCHMARKS.md) and `latency.svg`. `--quick` is the small version the test command runs so this cannot rot.
 
@@ -37,8 +37,8 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run: 1 latency, 2 fan-out, 3 connections, 4 idle, 5 inbox, 6 start-up,
-    /// 7 CPU per delivery
-    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 3, 4, 5, 6, 7])]
+    /// 7 CPU per delivery, 8 cluster (the bridge alone and through NATS; needs nats-server)
+    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 3, 4, 5, 6, 7, 8])]
     scenarios: Vec<u8>,
     /// Servers to compare (python also runs python-poll in scenario 1)
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Kind::Bridge, Kind::Python, Kind::Node])]
@@ -163,8 +163,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let mut ids = cli.scenarios.clone();
     ids.sort_unstable();
     ids.dedup();
-    if let Some(bad) = ids.iter().find(|i| !(1..=7).contains(*i)) {
-        bail!("there is no scenario {bad}; scenarios are 1 to 7");
+    if let Some(bad) = ids.iter().find(|i| !(1..=8).contains(*i)) {
+        bail!("there is no scenario {bad}; scenarios are 1 to 8");
     }
 
     // Thousands of sockets in this process, and in the servers, which inherit the limit.

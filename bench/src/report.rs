@@ -8,9 +8,16 @@ use crate::results::{Better, Results, Row};
 use crate::scenarios::{self, connections, fanout, idle, latency, startup};
 
 /// Servers in the order columns show them.
-const ORDER: [&str; 5] = ["bridge", "bridge-diff", "python", "python-poll", "node"];
+const ORDER: [&str; 6] = [
+    "bridge",
+    "bridge-diff",
+    "python",
+    "python-poll",
+    "node",
+    "cluster",
+];
 /// Peers the bridge is divided by, in the ratio columns.
-const PEERS: [&str; 3] = ["python", "python-poll", "node"];
+const PEERS: [&str; 4] = ["python", "python-poll", "node", "cluster"];
 
 /// A table: a title, a header and rows of cells.
 pub(crate) struct Table {

@@ -130,6 +130,17 @@ impl Server {
         state: &str,
         launch: Launch,
     ) -> Result<Server> {
+        Self::start_with(kind, tools, state, launch, &[]).await
+    }
+
+    /// Like [`Server::start`], with `extra` arguments for the bridge (a cluster's flags).
+    pub(crate) async fn start_with(
+        kind: Kind,
+        tools: &Tools,
+        state: &str,
+        launch: Launch,
+        extra: &[String],
+    ) -> Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("bridge-bench-{kind}-"))
             .tempdir_in(&tools.tmp)
@@ -165,6 +176,7 @@ impl Server {
                 if launch.raise_inbox_files {
                     c.arg("--max-inbox-files").arg(Launch::INBOX_FILES);
                 }
+                c.args(extra);
                 // Whatever the caller's environment says, run on the defaults.
                 for (key, _) in std::env::vars_os() {
                     if key.to_string_lossy().starts_with("WORKSHOP_BRIDGE_") || key == "RUST_LOG" {

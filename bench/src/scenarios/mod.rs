@@ -1,4 +1,4 @@
-//! The seven scenarios of bench/BENCHMARKS.md, and what they share.
+//! The eight scenarios of bench/BENCHMARKS.md, and what they share.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -11,6 +11,7 @@ use crate::results::{Better, Metric, Results};
 use crate::server::{Kind, Launch, Server, Tools};
 use crate::statefile::state_yaml;
 
+pub(crate) mod cluster;
 pub(crate) mod connections;
 pub(crate) mod cost;
 pub(crate) mod fanout;
@@ -20,7 +21,7 @@ pub(crate) mod latency;
 pub(crate) mod startup;
 
 /// The scenarios, by number.
-pub(crate) const NAMES: [(u8, &str); 7] = [
+pub(crate) const NAMES: [(u8, &str); 8] = [
     (1, "change latency"),
     (2, "fan-out"),
     (3, "connections"),
@@ -28,6 +29,7 @@ pub(crate) const NAMES: [(u8, &str); 7] = [
     (5, "inbox"),
     (6, "start-up"),
     (7, "CPU per delivery"),
+    (8, "cluster"),
 ];
 
 pub(crate) fn name(id: u8) -> &'static str {
@@ -132,6 +134,12 @@ pub(crate) struct Plan {
     pub(crate) cost_clients: usize,
     pub(crate) cost_changes: usize,
     pub(crate) cost_barks: usize,
+    /// Scenario 8: clients (spread over three nodes, or all on one), state changes, paced
+    /// barks, then a burst of barks.
+    pub(crate) cluster_clients: usize,
+    pub(crate) cluster_changes: usize,
+    pub(crate) cluster_barks: usize,
+    pub(crate) cluster_burst: usize,
 }
 
 impl Plan {
@@ -161,6 +169,10 @@ impl Plan {
             cost_clients: 200,
             cost_changes: 100,
             cost_barks: 100,
+            cluster_clients: 300,
+            cluster_changes: 50,
+            cluster_barks: 50,
+            cluster_burst: 200,
         }
     }
 
@@ -190,6 +202,10 @@ impl Plan {
             cost_clients: 20,
             cost_changes: 10,
             cost_barks: 10,
+            cluster_clients: 30,
+            cluster_changes: 5,
+            cluster_barks: 5,
+            cluster_burst: 20,
         }
     }
 }
@@ -310,6 +326,7 @@ pub(crate) fn units(id: u8, plan: &Plan, kinds: &[Kind]) -> u64 {
             .sum(),
         2..=5 | 7 => n * reps,
         6 => n * plan.startup_reps as u64,
+        8 if kinds.contains(&Kind::Bridge) => 2 * reps,
         _ => 0,
     }
 }
@@ -324,6 +341,7 @@ pub(crate) async fn run(id: u8, ctx: &mut Ctx, kinds: &[Kind]) -> bool {
         5 => inbox::run(ctx, kinds).await,
         6 => startup::run(ctx, kinds).await,
         7 => cost::run(ctx, kinds).await,
+        8 => cluster::run(ctx, kinds).await,
         _ => true,
     }
 }
