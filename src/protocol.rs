@@ -290,7 +290,8 @@ pub enum ErrorCode {
     TextTooLong,
     /// Too many messages per second.
     RateLimited,
-    /// The inbox could not take the message (disk full, directory missing, not writable).
+    /// The inbox could not take the message (disk full, directory missing, not writable), or,
+    /// on a relay of a cluster, the origin that writes it cannot be reached.
     InboxUnavailable,
     /// Too many messages wait in the inbox unread.
     InboxFull,
