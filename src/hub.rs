@@ -589,6 +589,18 @@ impl Hub {
         self.changed();
     }
 
+    /// An agent registered on another node is gone with its node: this node's clients hear
+    /// `agent_left` (every node tells its own, so each client hears it once).
+    pub(crate) fn left_elsewhere(&self, agent: &str, reason: &str) {
+        let text = ServerMessage::AgentLeft {
+            agent_id_camel: agent,
+            agent_id: agent,
+            reason,
+        }
+        .to_text();
+        self.broadcast_here(text, None);
+    }
+
     /// The agents registered on this node, with their roles.
     pub(crate) fn local_agents(&self) -> Vec<(String, String)> {
         self.registry()

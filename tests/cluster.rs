@@ -558,3 +558,40 @@ async fn relays_hold_clients_to_the_token_and_the_link_needs_the_clusters_token(
         "the first message is the refusal: no state came"
     );
 }
+
+#[tokio::test]
+async fn the_agents_of_a_killed_relay_leave_with_it() {
+    let Some((nats, origin)) =
+        origin_with("the_agents_of_a_killed_relay_leave_with_it", "a: 1\n").await
+    else {
+        return;
+    };
+    let (mut a, b) = (Node::relay(&nats).await, Node::relay(&nats).await);
+    let (mut watcher, _) = origin.connect_with_state("/ws").await;
+    let (mut on_b, _) = b.connect_with_state("/ws").await;
+    let (mut pip, _) = a.connect_with_state("/ws").await;
+    register(&mut pip, "pip").await;
+    for ws in [&mut watcher, &mut on_b] {
+        assert_eq!(recv_type(ws, "agent_joined").await["agent_id"], "pip");
+    }
+    // Killed: it cannot say its agents left. The others notice its silence.
+    a.kill().await;
+    for ws in [&mut watcher, &mut on_b] {
+        let left = recv_type(ws, "agent_left").await;
+        assert_eq!(
+            (&left["agent_id"], &left["reason"]),
+            (&json!("pip"), &json!("its bridge left the cluster"))
+        );
+    }
+    send(
+        &mut on_b,
+        json!({"type": "poke", "target_id": "pip", "id": "d"}),
+    )
+    .await;
+    assert_eq!(
+        recv_type(&mut on_b, "error").await["code"],
+        "unknown_target"
+    );
+    // Each client heard it once.
+    assert_nothing_pending(&mut watcher).await;
+}

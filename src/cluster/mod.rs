@@ -48,6 +48,8 @@ pub(crate) mod subject {
     pub(crate) const PRESENCE: &str = "workshop.presence";
     /// A node that (re)joined asks the others to announce their agents.
     pub(crate) const HELLO: &str = "workshop.hello";
+    /// Every node says it is alive, every second: one silent for long is gone.
+    pub(crate) const ALIVE: &str = "workshop.alive";
     /// Visitor events for the origin's inbox (request-reply).
     pub(crate) const INBOX: &str = "workshop.inbox";
     /// Each node's status, for a cluster-wide view (request, many replies).

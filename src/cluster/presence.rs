@@ -8,10 +8,15 @@
 //! A registration is announced on `workshop.presence`; a node that holds the same agent id
 //! closes its holder (a takeover across nodes), and every node remembers where the agent is
 //! so a directed message finds it. A node that (re)joins says hello, and the others announce
-//! their agents again.
+//! their agents again. Every node says it is alive every second; one not heard from for
+//! [`GONE_AFTER`] while this node's own link was up is gone (killed, or cut off), and its
+//! agents with it: this node's clients hear `agent_left` for each.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
@@ -46,6 +51,12 @@ const NEVER_FROM_ANOTHER_NODE: &[&str] = &[
     "pong",
     "system_status",
 ];
+
+/// How often a node says it is alive.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a node may be silent, while this one is linked, before it counts as gone.
+pub(crate) const GONE_AFTER: Duration = Duration::from_secs(5);
 
 /// How long a cluster-wide status waits for the other nodes' answers.
 const STATUS_WAIT: Duration = Duration::from_millis(300);
@@ -116,12 +127,16 @@ pub(crate) async fn run(
     let mut directs = client.subscribe(subject::DIRECT).await?;
     let mut presences = client.subscribe(subject::PRESENCE).await?;
     let mut hellos = client.subscribe(subject::HELLO).await?;
+    let mut alives = client.subscribe(subject::ALIVE).await?;
     // Ask the others who is where; they answer on the presence subject.
     link.client()
         .publish(subject::HELLO, link.node().to_owned().into())
         .await
         .ok();
     Ok(async move {
+        let mut nodes = Liveness::default();
+        let mut alive = tokio::time::interval(ALIVE_EVERY);
+        alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // A node's registration is announced before its `agent_joined` is broadcast, and
             // is read first here: whoever hears the one can reach the agent.
@@ -129,16 +144,37 @@ pub(crate) async fn run(
                 biased;
                 () = shutdown.cancelled() => return,
                 () = reconnected.notified() => {
+                    // Others may have counted this node gone meanwhile: it announces its
+                    // agents, and asks for theirs.
+                    for (agent, role) in hub.local_agents() {
+                        link.send(Outgoing::Presence(agent, Some(role)));
+                    }
                     link.client()
                         .publish(subject::HELLO, link.node().to_owned().into())
                         .await
                         .ok();
+                }
+                _ = alive.tick() => {
+                    link.client()
+                        .publish(subject::ALIVE, link.node().to_owned().into())
+                        .await
+                        .ok();
+                    for agent in nodes.expire(&link, Instant::now()) {
+                        tracing::info!(agent = %agent, "agent gone with its bridge");
+                        hub.left_elsewhere(&agent, "its bridge left the cluster");
+                    }
+                }
+                Some(m) = alives.next() => {
+                    if let Ok(node) = std::str::from_utf8(&m.payload) {
+                        nodes.heard(node, Instant::now());
+                    }
                 }
                 Some(m) = presences.next() => {
                     let Ok(p) = serde_json::from_slice::<Presence>(&m.payload) else { continue };
                     if p.node == link.node() || !crate::protocol::valid_name(&p.agent, 128) {
                         continue;
                     }
+                    nodes.heard(&p.node, Instant::now());
                     let mut agents = link.remote_agents();
                     if p.role.is_some() {
                         agents.insert(p.agent.clone(), p.node.clone());
@@ -172,6 +208,55 @@ pub(crate) async fn run(
             }
         }
     })
+}
+
+/// When each other node was last heard from, and since when this node's link is up.
+#[derive(Default)]
+struct Liveness {
+    heard: HashMap<String, Instant>,
+    up_since: Option<Instant>,
+}
+
+impl Liveness {
+    fn heard(&mut self, node: &str, now: Instant) {
+        if node.len() <= 64 {
+            self.heard.insert(node.to_owned(), now);
+        }
+    }
+
+    /// Forgets the nodes silent for [`GONE_AFTER`] while this node was linked all along,
+    /// and returns the agents that were on them. While the link is down, nobody is
+    /// judged: the silence is this node's own.
+    fn expire(&mut self, link: &Link, now: Instant) -> Vec<String> {
+        if !link.connected() {
+            self.up_since = None;
+            return Vec::new();
+        }
+        let up_since = *self.up_since.get_or_insert(now);
+        let gone: Vec<String> = self
+            .heard
+            .iter()
+            .filter(|(_, at)| now.duration_since((**at).max(up_since)) > GONE_AFTER)
+            .map(|(node, _)| node.clone())
+            .collect();
+        let mut agents = Vec::new();
+        if gone.is_empty() {
+            return agents;
+        }
+        let mut remote = link.remote_agents();
+        remote.retain(|agent, node| {
+            let stays = !gone.contains(node);
+            if !stays {
+                agents.push(agent.clone());
+            }
+            stays
+        });
+        for node in &gone {
+            tracing::warn!(node = %node, "a bridge of the cluster went silent; counting it gone");
+            self.heard.remove(node);
+        }
+        agents
+    }
 }
 
 /// Whether a message from another node may go to this node's clients: checked as a client's
