@@ -601,6 +601,17 @@ impl Hub {
         self.broadcast_here(text, None);
     }
 
+    /// An agent counted gone with its node is back: this node's clients hear `agent_joined`.
+    pub(crate) fn joined_elsewhere(&self, agent: &str, role: &str) {
+        let text = ServerMessage::AgentJoined {
+            agent_id_camel: agent,
+            agent_id: agent,
+            role,
+        }
+        .to_text();
+        self.broadcast_here(text, None);
+    }
+
     /// The agents registered on this node, with their roles.
     pub(crate) fn local_agents(&self) -> Vec<(String, String)> {
         self.registry()

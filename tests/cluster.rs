@@ -595,3 +595,43 @@ async fn the_agents_of_a_killed_relay_leave_with_it() {
     // Each client heard it once.
     assert_nothing_pending(&mut watcher).await;
 }
+
+#[tokio::test]
+async fn a_relay_stopped_for_a_while_leaves_and_comes_back_with_its_agents() {
+    let Some((nats, origin)) = origin_with(
+        "a_relay_stopped_for_a_while_leaves_and_comes_back_with_its_agents",
+        "a: 1\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let a = Node::relay(&nats).await;
+    let (mut watcher, _) = origin.connect_with_state("/ws").await;
+    let (mut pip, _) = a.connect_with_state("/ws").await;
+    register(&mut pip, "pip").await;
+    assert_eq!(
+        recv_type(&mut watcher, "agent_joined").await["agent_id"],
+        "pip"
+    );
+    let pid = a.child.id().unwrap().to_string();
+    run_to_end("kill", &["-STOP", &pid]).unwrap();
+    assert_eq!(
+        recv_type(&mut watcher, "agent_left").await["agent_id"],
+        "pip"
+    );
+    run_to_end("kill", &["-CONT", &pid]).unwrap();
+    assert_eq!(
+        recv_type(&mut watcher, "agent_joined").await["agent_id"],
+        "pip"
+    );
+    // And messages find it again.
+    let (mut timmy, _) = origin.connect_with_state("/ws").await;
+    send(
+        &mut timmy,
+        json!({"type": "poke", "target_id": "pip", "text": "welcome back", "id": "w"}),
+    )
+    .await;
+    assert_eq!(recv_type(&mut timmy, "ack").await["id"], "w");
+    assert_eq!(recv_type(&mut pip, "poke").await["text"], "welcome back");
+}

@@ -165,8 +165,16 @@ pub(crate) async fn run(
                     }
                 }
                 Some(m) = alives.next() => {
-                    if let Ok(node) = std::str::from_utf8(&m.payload) {
-                        nodes.heard(node, Instant::now());
+                    if let Ok(node) = std::str::from_utf8(&m.payload)
+                        && nodes.heard(node, Instant::now())
+                    {
+                        // Counted gone, and alive after all (it was stopped, or cut off
+                        // without noticing): everyone, it too, announces their agents.
+                        tracing::info!(node = %node, "a bridge counted gone is back");
+                        link.client()
+                            .publish(subject::HELLO, link.node().to_owned().into())
+                            .await
+                            .ok();
                     }
                 }
                 Some(m) = presences.next() => {
@@ -176,10 +184,15 @@ pub(crate) async fn run(
                     }
                     nodes.heard(&p.node, Instant::now());
                     let mut agents = link.remote_agents();
-                    if p.role.is_some() {
+                    if let Some(role) = &p.role {
                         agents.insert(p.agent.clone(), p.node.clone());
                         drop(agents);
                         hub.taken_over_elsewhere(&p.agent);
+                        // Counted gone with its node, and back: this node's clients heard it
+                        // leave, so they hear it join again.
+                        if nodes.back(&p.agent) {
+                            hub.joined_elsewhere(&p.agent, role);
+                        }
                     } else if agents.get(&p.agent) == Some(&p.node) {
                         agents.remove(&p.agent);
                     }
@@ -215,13 +228,25 @@ pub(crate) async fn run(
 struct Liveness {
     heard: HashMap<String, Instant>,
     up_since: Option<Instant>,
+    /// Agents counted gone with their node, until they are announced again.
+    gone_agents: std::collections::HashSet<String>,
+    /// Nodes counted gone, until they are heard again.
+    gone_nodes: std::collections::HashSet<String>,
 }
 
 impl Liveness {
-    fn heard(&mut self, node: &str, now: Instant) {
-        if node.len() <= 64 {
-            self.heard.insert(node.to_owned(), now);
+    /// Whether `agent` was counted gone with its node (and is no longer).
+    fn back(&mut self, agent: &str) -> bool {
+        self.gone_agents.remove(agent)
+    }
+
+    /// Notes that `node` was heard from; true if it had been counted gone.
+    fn heard(&mut self, node: &str, now: Instant) -> bool {
+        if node.len() > 64 {
+            return false;
         }
+        self.heard.insert(node.to_owned(), now);
+        self.gone_nodes.remove(node)
     }
 
     /// Forgets the nodes silent for [`GONE_AFTER`] while this node was linked all along,
@@ -251,9 +276,16 @@ impl Liveness {
             }
             stays
         });
-        for node in &gone {
+        for node in gone {
             tracing::warn!(node = %node, "a bridge of the cluster went silent; counting it gone");
-            self.heard.remove(node);
+            self.heard.remove(&node);
+            if self.gone_nodes.len() < 10_000 {
+                self.gone_nodes.insert(node);
+            }
+        }
+        // Bounded by the agent ids the cluster's nodes ever announced.
+        if self.gone_agents.len() < 10_000 {
+            self.gone_agents.extend(agents.iter().cloned());
         }
         agents
     }
