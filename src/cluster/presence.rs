@@ -232,6 +232,9 @@ struct Liveness {
     gone_agents: std::collections::HashSet<String>,
     /// Nodes counted gone, until they are heard again.
     gone_nodes: std::collections::HashSet<String>,
+    /// When this node last judged: a long gap means it was the one stalled (stopped, or
+    /// its runtime starved), and its own silence is not the others'.
+    last_judged: Option<Instant>,
 }
 
 impl Liveness {
@@ -256,6 +259,13 @@ impl Liveness {
         if !link.connected() {
             self.up_since = None;
             return Vec::new();
+        }
+        let stalled = self
+            .last_judged
+            .replace(now)
+            .is_some_and(|last| now.duration_since(last) > 2 * ALIVE_EVERY);
+        if stalled {
+            self.up_since = Some(now);
         }
         let up_since = *self.up_since.get_or_insert(now);
         let gone: Vec<String> = self
