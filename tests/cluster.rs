@@ -635,3 +635,35 @@ async fn a_relay_stopped_for_a_while_leaves_and_comes_back_with_its_agents() {
     assert_eq!(recv_type(&mut timmy, "ack").await["id"], "w");
     assert_eq!(recv_type(&mut pip, "poke").await["text"], "welcome back");
 }
+
+#[tokio::test]
+async fn an_unreadable_credentials_file_stops_the_bridge_with_one_sentence_and_no_cluster_means_no_link()
+ {
+    let world = World::with_state("a: 1\n");
+    let mut args = serve_args(&world);
+    args.extend(
+        [
+            "--port",
+            "0",
+            "--cluster",
+            "nats://127.0.0.1:1",
+            "--cluster-creds",
+            "/nonexistent/bridge.creds",
+        ]
+        .map(String::from),
+    );
+    let output = command(&world, &args).output().await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the cluster credentials file /nonexistent/bridge.creds cannot be used"),
+        "{stderr}"
+    );
+
+    // Without --cluster: no link, and the status says nothing of a cluster.
+    let mut args = serve_args(&world);
+    args.extend(["--port", "0"].map(String::from));
+    let plain = Node::start(world, args).await;
+    let status = gateway_status_at(plain.addr).await;
+    assert!(status.get("cluster").is_none(), "{status}");
+}
