@@ -104,6 +104,17 @@ impl Inbox {
     pub(crate) fn new(dir: PathBuf, max_files: usize, max_remembered_id_bytes: usize) -> Self {
         remove_leftovers(&dir);
         let waiting = count_waiting(&dir).unwrap_or(0);
+        Self::at(dir, waiting, max_files, max_remembered_id_bytes)
+    }
+
+    /// The inbox of a relay of a cluster, whose visitors' events the origin writes: nothing
+    /// is ever written here, and no folder is looked at (a relay on the origin's machine
+    /// must not touch the origin's inbox).
+    pub(crate) fn elsewhere() -> Self {
+        Self::at(PathBuf::new(), 0, 0, 0)
+    }
+
+    fn at(dir: PathBuf, waiting: usize, max_files: usize, max_remembered_id_bytes: usize) -> Self {
         Self {
             dir,
             counter: AtomicU64::new(0),

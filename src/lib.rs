@@ -185,11 +185,15 @@ impl PreparedBridge {
                 }
             }
         }
-        let inbox = Inbox::new(
-            config.inbox_dir.clone(),
-            config.max_inbox_files,
-            config.max_remembered_id_bytes,
-        );
+        let inbox = if config.relay {
+            Inbox::elsewhere()
+        } else {
+            Inbox::new(
+                config.inbox_dir.clone(),
+                config.max_inbox_files,
+                config.max_remembered_id_bytes,
+            )
+        };
         let hub = Hub::new(
             state.subscribe(),
             state.health(),

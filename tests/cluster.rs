@@ -127,6 +127,27 @@ async fn a_relay_serves_the_origins_state_in_full_and_diff_mode_and_a_late_relay
     assert_eq!(state, second);
     // A relay keeps no files: its HOME holds nothing the bridge made.
     assert!(!late.world.inbox.exists() && !late.world.outbox.exists());
+
+    // Nor does it touch the files it is pointed at: a relay on the origin's machine, given
+    // the origin's folders, leaves a write in progress in its inbox alone.
+    let writing = origin.world.inbox.join(".tmp-in-progress.partial");
+    std::fs::write(&writing, "half a message").unwrap();
+    let folders = [
+        "--state-file".to_owned(),
+        origin.world.state_file.display().to_string(),
+        "--inbox-dir".to_owned(),
+        origin.world.inbox.display().to_string(),
+        "--outbox-dir".to_owned(),
+        origin.world.outbox.display().to_string(),
+    ];
+    let folders: Vec<&str> = folders.iter().map(String::as_str).collect();
+    let beside = Node::relay_with(&nats, &folders).await;
+    let (_ws, state) = beside.connect_with_state("/ws").await;
+    assert_eq!(state, second);
+    assert!(
+        writing.exists(),
+        "the relay removed the origin's write in progress"
+    );
 }
 
 /// Reads until a message with `text` `marker` arrives; returns how many times each text
