@@ -686,8 +686,14 @@ impl Reader {
             return Ok(());
         }
         match kind {
-            "enter" => self.present = Some(visitor.to_owned()),
-            "leave" => self.present = None,
+            "enter" => {
+                self.present = Some(visitor.to_owned());
+                self.hub.set_visitor(self.id, self.present.clone());
+            }
+            "leave" => {
+                self.present = None;
+                self.hub.set_visitor(self.id, None);
+            }
             _ => {}
         }
         self.route(head, text)

@@ -23,6 +23,33 @@ pub(crate) fn write_atomically(
     sync_dir(dir)
 }
 
+/// Replaces `dest` (in `dir`) with `bytes`, the new file taking `permissions` (those of the
+/// file it replaces, say).
+pub(crate) fn replace_with_permissions(
+    dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    permissions: Option<std::fs::Permissions>,
+) -> io::Result<()> {
+    let temp = write_temp(dir, bytes, false)?;
+    if let Some(permissions) = permissions {
+        temp.as_file().set_permissions(permissions)?;
+    }
+    temp.persist(dest).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Removes `path` (in `dir`) and makes the removal durable. `Ok(false)` if it was not there.
+pub(crate) fn remove(dir: &Path, path: &Path) -> io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    sync_dir(dir)?;
+    Ok(true)
+}
+
 /// Creates `dest` (in `dir`) with `bytes`, failing with `AlreadyExists` rather than
 /// replacing a file that is already there.
 pub(crate) fn write_new(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {

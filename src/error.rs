@@ -7,6 +7,13 @@ use std::path::PathBuf;
 /// Everything that can stop the bridge from starting or a setting from being used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The MCP server could not start, or ended on a fault of its connection.
+    #[error("the MCP server on standard input and output stopped: {message}")]
+    Mcp {
+        /// What went wrong.
+        message: String,
+    },
+
     /// The listening socket could not be bound.
     #[error("{}", bind_sentence(.addr, .source))]
     Bind {

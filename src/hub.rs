@@ -52,6 +52,9 @@ pub struct ClientInfo {
     /// The role it registered with, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The visitor this connection entered as (with `enter`) and who has not left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visitor: Option<String>,
     /// Why the bridge is closing this connection, once it has decided to (e.g. the client is
     /// too slow to keep up); the client stays listed until its socket is closed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -334,6 +337,7 @@ impl Hub {
             connected_at: SystemTime::now(),
             agent_id: None,
             role: None,
+            visitor: None,
             closing: None,
             queued_bytes: 0,
         };
@@ -400,6 +404,15 @@ impl Hub {
         }
         self.changed();
         count
+    }
+
+    /// Records the visitor connection `id` is present as (`None` once they left), for the
+    /// status API.
+    pub(crate) fn set_visitor(&self, id: u64, visitor: Option<String>) {
+        if let Some(entry) = self.registry().clients.get_mut(&id) {
+            entry.info.visitor = visitor;
+        }
+        self.changed();
     }
 
     /// Registers connection `id` as `agent` with `role`. A live connection holding the same

@@ -32,6 +32,7 @@ mod host;
 mod hub;
 mod inbox;
 pub mod localname;
+pub mod mcp;
 pub mod netwatch;
 mod outbox;
 pub mod pairing;

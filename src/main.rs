@@ -40,6 +40,8 @@ enum Command {
     Qr(QrArgs),
     /// Write the example state file where the bridge reads the state, if there is none yet
     Init(InitArgs),
+    /// Give an AI agent the Workshop as MCP tools, over standard input and output
+    Mcp(Box<ServeArgs>),
 }
 
 #[derive(Args)]
@@ -108,7 +110,7 @@ fn main() -> ExitCode {
     // commands are quick and keep the usual Ctrl-C.
     let serving = !matches!(
         args.get(1).and_then(|a| a.to_str()),
-        Some("token" | "qr" | "init")
+        Some("token" | "qr" | "init" | "mcp")
     );
     let early = if serving {
         match Early::start() {
@@ -146,6 +148,7 @@ fn main() -> ExitCode {
         (Some(Command::Token(args)), _) => token(args),
         (Some(Command::Qr(args)), _) => qr(args, &sources),
         (Some(Command::Init(args)), _) => init(args),
+        (Some(Command::Mcp(args)), _) => mcp(*args, &sources),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -421,17 +424,42 @@ impl Early {
     }
 }
 
-fn serve(args: ServeArgs, sources: &Sources<'_>, early: Early) -> anyhow::Result<()> {
-    let Early {
-        runtime,
-        mut signals,
-    } = early;
+/// The settings `serve` and `mcp` run on: the config file, then the variables and flags;
+/// logging set up on them. Also the file, its path and whether it was given.
+fn load(
+    args: ServeArgs,
+    sources: &Sources<'_>,
+) -> anyhow::Result<(Config, ConfigFile, PathBuf, bool)> {
     let (path, explicit) = config_path(args.config)?;
     let file = ConfigFile::read(&path)?;
     let mut config = Config::from_file(&file)?;
     args.overrides.apply_to(&mut config);
     init_logging(config.log_format);
     config.validate().map_err(|e| sources.explain(e, &file))?;
+    Ok((config, file, path, explicit))
+}
+
+/// The MCP server on standard input and output, on the same settings as `serve`: it uses
+/// the files, and asks the running bridge (with the token) who is present.
+fn mcp(args: ServeArgs, sources: &Sources<'_>) -> anyhow::Result<()> {
+    let (config, ..) = load(args, sources)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(workshop_bridge::mcp::serve_stdio(config));
+    // A wait for a message ends with the client; nothing blocking is worth waiting for.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    Ok(result?)
+}
+
+fn serve(args: ServeArgs, sources: &Sources<'_>, early: Early) -> anyhow::Result<()> {
+    let Early {
+        runtime,
+        mut signals,
+    } = early;
+    let (config, file, path, explicit) = load(args, sources)?;
+    let mut config = config;
     let new_token = if !config.no_auth && config.token.is_none() {
         check_config_folder(&path, explicit)?;
         let token = generate_token()?;

@@ -25,7 +25,10 @@ mod incremental;
 mod json;
 mod scalar;
 pub(crate) mod value;
+mod write;
 mod yaml;
+
+pub(crate) use write::to_yaml;
 
 use scalar::Schema;
 use value::StateValue;

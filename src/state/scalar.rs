@@ -39,6 +39,21 @@ pub(crate) fn plain(text: String, schema: Schema) -> StateValue {
     resolved.unwrap_or(StateValue::Text(text))
 }
 
+/// Whether a plain scalar is a string both to PyYAML and to YAML 1.2 readers: not a bool,
+/// number, null or date to either, so it can be written unquoted.
+pub(crate) fn is_plain_string(text: &str) -> bool {
+    // Not `plain_yaml11` alone: a float JSON cannot carry (`.inf`) is read as its text, but
+    // is a float to PyYAML.
+    let yaml11 = match text.as_bytes().first() {
+        None => false,
+        Some(b'-' | b'+' | b'0'..=b'9' | b'.') => {
+            !is_float11(text) && !is_int11(text) && !is_timestamp11(text)
+        }
+        Some(_) => plain_yaml11(text).is_none(),
+    };
+    yaml11 && plain_yaml12(text).is_none()
+}
+
 /// A scalar with an explicit tag of the YAML 1.1 tag repository (`!!int`, …); `None` for
 /// any other tag, which is then ignored.
 pub(crate) fn tagged(tag: &str, text: String) -> Result<StateValue, String> {

@@ -326,8 +326,8 @@ fn push_index(path: &mut String, index: usize) {
     let _ = write!(path, "/{index}");
 }
 
-/// `serde_json::Value` to a state value, for tests written with `json!`.
-#[cfg(test)]
+/// `serde_json::Value` to a state value: a patch an agent sends, and tests written with
+/// `json!`.
 impl From<serde_json::Value> for StateValue {
     fn from(value: serde_json::Value) -> Self {
         use serde_json::Value;
