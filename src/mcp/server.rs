@@ -460,12 +460,9 @@ impl Workshop {
         }
     }
 
-    /// Calls `changed` each time the resource `uri` changes, until `stop`.
-    async fn watch_resource<F, Fut>(&self, uri: &str, stop: CancellationToken, mut changed: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = bool>,
-    {
+    /// Starts watching the resource `uri`: the watch, and what it holds now. Done before a
+    /// subscription is acknowledged, so no change after the acknowledgement is missed.
+    async fn watch_resource(&self, uri: &str) -> Option<ResourceWatch> {
         let (dir, relevant): (PathBuf, Relevant) = match uri {
             STATE_URI => {
                 let path = self.inner.state.path().to_owned();
@@ -482,25 +479,51 @@ impl Workshop {
             Ok(watch) => watch,
             Err(e) => {
                 tracing::warn!(%uri, error = %e, "cannot watch the resource; no updates will be sent");
-                return;
+                return None;
             }
         };
-        let mut last = self.resource_text(uri).await.ok();
+        Some(ResourceWatch {
+            uri: uri.to_owned(),
+            last: self.resource_text(uri).await.ok(),
+            watch,
+        })
+    }
+
+    /// Calls `changed` each time the watched resource changes, until `stop` or `changed`
+    /// says the subscriber is gone.
+    async fn follow<F, Fut>(
+        &self,
+        mut resource: ResourceWatch,
+        stop: CancellationToken,
+        mut changed: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let wake = Arc::clone(&resource.watch.wake);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.inner.stop.cancelled() => return,
-                () = watch.wake.changed() => watch.wake.settled().await,
+                () = wake.changed() => wake.settled().await,
             }
-            let now = self.resource_text(uri).await.ok();
-            if now != last {
-                last = now;
+            let now = self.resource_text(&resource.uri).await.ok();
+            if now != resource.last {
+                resource.last = now;
                 if !changed().await {
                     return;
                 }
             }
         }
     }
+}
+
+/// A resource being watched for a subscriber.
+struct ResourceWatch {
+    uri: String,
+    /// What it held when last looked at.
+    last: Option<String>,
+    watch: crate::fswatch::DirWatch,
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -570,13 +593,15 @@ impl ServerHandler for Workshop {
         if let Some(old) = old {
             old.cancel();
         }
+        let Some(watch) = self.watch_resource(&uri).await else {
+            return Ok(());
+        };
         let this = self.clone();
         let peer: Peer<RoleServer> = context.peer;
         tokio::spawn(async move {
-            let notify_uri = uri.clone();
-            this.watch_resource(&uri, stop, || {
+            this.follow(watch, stop, || {
                 let peer = peer.clone();
-                let uri = notify_uri.clone();
+                let uri = uri.clone();
                 async move {
                     peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
                         .await
@@ -629,11 +654,13 @@ impl ServerHandler for Workshop {
         let stop = CancellationToken::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
         for uri in uris {
+            let Some(watch) = self.watch_resource(&uri).await else {
+                continue;
+            };
             let (this, stop, tx) = (self.clone(), stop.clone(), tx.clone());
             tokio::spawn(async move {
-                let sent = uri.clone();
-                this.watch_resource(&uri, stop, || {
-                    let (tx, uri) = (tx.clone(), sent.clone());
+                this.follow(watch, stop, || {
+                    let (tx, uri) = (tx.clone(), uri.clone());
                     async move { tx.send(uri).await.is_ok() }
                 })
                 .await;
