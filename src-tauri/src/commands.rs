@@ -81,6 +81,13 @@ pub async fn get_settings(controller: State<'_, Arc<Controller>>) -> Result<Sett
     Ok(controller.settings().await)
 }
 
+/// How an MCP host starts this app's binary as the Workshop's MCP server, for the window
+/// to show with a Copy button.
+#[tauri::command]
+pub fn mcp_command() -> Result<crate::mcp::McpCommand, String> {
+    crate::mcp::McpCommand::current()
+}
+
 /// Checks the form, restarts the bridge on it and saves it; or says what is wrong.
 #[tauri::command]
 pub async fn apply_settings(

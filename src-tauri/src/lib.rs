@@ -11,6 +11,7 @@
 pub mod commands;
 pub mod controller;
 pub mod logs;
+pub mod mcp;
 pub mod network;
 pub mod settings;
 pub mod status;
@@ -60,6 +61,7 @@ pub fn app_builder<R: Runtime>(
             commands::set_launch_at_login,
             commands::choose_path,
             commands::open_folder,
+            commands::mcp_command,
         ])
 }
 

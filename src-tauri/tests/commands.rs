@@ -148,6 +148,21 @@ fn settings_show_the_config_in_effect() {
     );
 }
 
+/// The window's "Connect your agent" command names the program that is running (the app's
+/// own binary, which answers `mcp`).
+#[test]
+fn the_mcp_command_names_this_program() {
+    let t = test_app();
+    let command = t.ok("mcp_command", json!({}));
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    assert_eq!(command["program"], exe);
+    assert_eq!(command["args"], json!(["mcp"]));
+    assert_eq!(
+        command["claude"],
+        format!("claude mcp add workshop -- {exe} mcp")
+    );
+}
+
 /// The app started with `WORKSHOP_BRIDGE_*` variables, two of them wrong: the settings
 /// window names those two with the reason, lists only the good ones as in effect, and the
 /// bridge runs on the good ones.

@@ -303,6 +303,11 @@ async fn the_window_says_what_the_bridge_does_and_opens_the_real_folders() {
     tokio::task::block_in_place(|| {
         let wd = WebDriver::start(driver_port);
         wd.wait_for_text("return document.body.dataset.ready || ''");
+        // The command that gives an agent this very program as its MCP server.
+        let command = wd.wait_for_text(
+            "const t = document.querySelector('#mcp-command').textContent; return t.startsWith('claude ') ? t : ''",
+        );
+        assert_eq!(command, format!("claude mcp add workshop -- {APP} mcp"));
         let hero = |port: u16| {
             format!(
                 "const t = document.querySelector('#hero-line').textContent; return t.includes(':{port}') ? t : ''"

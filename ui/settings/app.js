@@ -319,6 +319,7 @@ async function copy(text, button) {
 }
 
 $("#copy-url").addEventListener("click", (e) => copy($("#pairing-url").textContent, e.currentTarget));
+$("#copy-mcp").addEventListener("click", (e) => copy($("#mcp-command").textContent, e.currentTarget));
 
 // ---------- security ----------
 
@@ -491,6 +492,12 @@ async function start() {
     message(`The bridge’s status could not be read (${err}). Close the window and open Settings again.`, "error");
   }
   refreshPairing();
+  try {
+    $("#mcp-command").textContent = (await invoke("mcp_command")).claude;
+  } catch (err) {
+    $("#mcp-command").textContent = `The command could not be made (${err}).`;
+    $("#copy-mcp").disabled = true;
+  }
   document.body.dataset.ready = "true";
 }
 
