@@ -293,7 +293,7 @@ async fn update_state_reaches_clients_as_a_state_and_never_writes_over_a_change_
 #[tokio::test]
 async fn who_is_here_names_the_visitors_present_and_the_agents_connected() {
     let (_world, bridge, client, _) = setup("a: 1\n").await;
-    let _ada = visitor(&bridge, "Ada").await;
+    let mut ada = visitor(&bridge, "Ada").await;
     let (mut bot, _) = connect_with_state(&bridge, "/ws/matrix").await;
     send(
         &mut bot,
@@ -309,6 +309,17 @@ async fn who_is_here_names_the_visitors_present_and_the_agents_connected() {
     assert_eq!(here["agents"][0]["role"], "bot");
     assert_eq!(here["clients_connected"], 3);
     assert_eq!(here["watching_without_a_name"], 1);
+
+    // Once she leaves she is no longer here, though her page is still connected.
+    send(
+        &mut ada,
+        json!({"type": "leave", "visitor": "Ada", "id": "l1"}),
+    )
+    .await;
+    recv_type(&mut ada, "ack").await;
+    let here = ok(&client, "who_is_here", json!({})).await;
+    assert_eq!(here["visitors"], json!([]), "{here}");
+    assert_eq!(here["watching_without_a_name"], 2);
 }
 
 #[tokio::test]
@@ -392,7 +403,8 @@ fn repo(path: &str) -> PathBuf {
 }
 
 /// The Python SDK (PyPI `mcp`, pinned in tests/python/requirements.txt) runs the round
-/// trip: it waits in read_messages, a WebSocket visitor speaks, it confirms the message.
+/// trip: it waits in read_messages, a WebSocket visitor speaks, it confirms the message;
+/// then the YAML update_state writes is read by the pinned PyYAML as get_state reads it.
 #[tokio::test]
 async fn the_python_sdk_reads_a_visitors_message_and_confirms_it() {
     let world = World::with_state("a: 1\n");
@@ -444,6 +456,8 @@ async fn the_python_sdk_reads_a_visitors_message_and_confirms_it() {
     assert_eq!(done["step"], "confirmed", "{done}");
     assert_eq!(done["waiting"], 0, "{done}");
     assert!(world.inbox_files().is_empty());
+    // The state update_state wrote means to PyYAML what get_state (the bridge) says.
+    assert_eq!(next().await, json!({"step": "pyyaml", "equal": true}));
     assert!(child.wait().await.unwrap().success());
 }
 
@@ -531,4 +545,49 @@ async fn the_mcp_inspector_lists_the_tools_and_says_something() {
     assert_eq!(bark["mood"], "cheerful");
     let said: Value = serde_json::from_slice(&said.stdout).unwrap();
     assert_eq!(said["isError"], false, "{said}");
+}
+
+/// The same over protocol 2026-07-28, where a client subscribes with
+/// `subscriptions/listen`: the inbox resource tells it when a visitor speaks.
+#[tokio::test]
+async fn a_listening_client_hears_when_a_visitor_writes_to_the_inbox() {
+    use rmcp::model::{ProtocolVersion, ServerNotification, SubscriptionFilter};
+    use rmcp::{ClientLifecycleMode, ClientServiceExt};
+
+    let world = World::with_state("a: 1\n");
+    let bridge = start(world.config()).await;
+    let mut cmd = command(&world, mcp_args(&world, bridge.local_addr().port()));
+    cmd.stderr(Stdio::inherit());
+    let client = ()
+        .serve_with_lifecycle(
+            TokioChildProcess::new(cmd).unwrap(),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .unwrap();
+    let mut subscription = client
+        .listen(
+            SubscriptionFilter::builder()
+                .resource_subscriptions(["workshop://inbox", "workshop://nothing"])
+                .build(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        subscription.acknowledged().resource_subscriptions,
+        Some(vec!["workshop://inbox".to_owned()])
+    );
+    let _ada = visitor(&bridge, "Ada").await;
+    let heard = tokio::time::timeout(DEADLINE, subscription.next())
+        .await
+        .expect("notifications/resources/updated in time")
+        .unwrap();
+    match heard {
+        Some(ServerNotification::ResourceUpdatedNotification(n)) => {
+            assert_eq!(n.params.uri, "workshop://inbox");
+        }
+        other => panic!("expected a resource update, got {other:?}"),
+    }
 }
