@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::durable;
 use crate::safe_open::{self, Links, Refusal};
 use crate::state::value::{Map, StateValue};
-use crate::state::{read_document, to_yaml};
+use crate::state::{is_json, read_document, to_yaml};
 
 /// The state file and its limit.
 #[derive(Debug, Clone)]
@@ -132,7 +132,11 @@ impl StateAccess {
         if had_file && value == before {
             return Ok(Updated::Unchanged(read.version));
         }
-        let yaml = to_yaml(&value)?;
+        // The agent's format is kept: a state written as JSON stays JSON.
+        let yaml = match &read.text {
+            Some(text) if is_json(text) => json_text(&value)?,
+            _ => to_yaml(&value)?,
+        };
         if yaml.len() as u64 > self.max_bytes {
             return Err(format!(
                 "the new state would be {} bytes, over the bridge's {}-byte limit",
@@ -176,6 +180,17 @@ impl StateAccess {
             _ => format!("cannot write the state file {}: {e}", dest.display()),
         })?;
         Ok(Updated::Written(version(Some(&yaml))))
+    }
+}
+
+/// `value` as pretty JSON (every digit of a big integer kept), checked by reading it back.
+fn json_text(value: &StateValue) -> Result<String, String> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| format!("the state cannot be written as JSON: {e}"))?;
+    text.push('\n');
+    match read_document(&text) {
+        Ok(Some(back)) if back == *value => Ok(text),
+        _ => Err("the state cannot be written as JSON that reads back the same".to_owned()),
     }
 }
 
@@ -258,6 +273,57 @@ mod tests {
             let ours: serde_json::Value = serde_json::from_str(&ours.to_json()).unwrap();
             assert_eq!(ours, expected, "{doc} patched with {patch}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_json_state_stays_json_a_yaml_one_yaml_and_a_missing_one_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let json_file = dir.path().join("state.json");
+        std::fs::write(&json_file, "{\"a\": 1, \"y\": \"y\"}").unwrap();
+        let access = StateAccess::new(json_file.clone(), 1 << 20);
+        access.update(json!({"b": [true]}), None).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&json_file).unwrap(),
+            "{\n  \"a\": 1,\n  \"y\": \"y\",\n  \"b\": [\n    true\n  ]\n}\n"
+        );
+
+        let yaml_file = dir.path().join("state.yaml");
+        std::fs::write(&yaml_file, "a: 1 # one\n").unwrap();
+        let access = StateAccess::new(yaml_file.clone(), 1 << 20);
+        let before = access.read().await.unwrap().version;
+        assert!(matches!(
+            access.update(json!({"a": 1}), Some(before.clone())).await,
+            Ok(Updated::Unchanged(_))
+        ));
+        access
+            .update(json!({"b": "on"}), Some(before.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&yaml_file).unwrap(),
+            "a: 1\nb: \"on\"\n"
+        );
+        // The old version is refused now, and the file left as it is.
+        let refused = access
+            .update(json!({"c": 3}), Some(before))
+            .await
+            .unwrap_err();
+        assert!(refused.contains("changed since"), "{refused}");
+        assert_eq!(
+            std::fs::read_to_string(&yaml_file).unwrap(),
+            "a: 1\nb: \"on\"\n"
+        );
+
+        let missing = StateAccess::new(dir.path().join("new.yaml"), 1 << 20);
+        assert_eq!(missing.read().await.unwrap().version, ABSENT);
+        missing
+            .update(json!({"mood": "calm"}), Some(ABSENT.to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("new.yaml")).unwrap(),
+            "mood: calm\n"
+        );
     }
 
     #[test]

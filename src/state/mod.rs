@@ -356,6 +356,11 @@ pub(crate) fn read_document(text: &str) -> Result<Option<StateValue>, String> {
     yaml::read(text, Schema::Yaml11).map_err(|e| e.to_string())
 }
 
+/// Whether state text is a JSON document (read by JSON's rules, and written back as JSON).
+pub(crate) fn is_json(text: &str) -> bool {
+    json::read(text).is_some()
+}
+
 /// A file that must be JSON (an outbox file named `*.json`), read by JSON's rules.
 pub(crate) fn read_json(text: &str) -> Result<StateValue, String> {
     match json::read(text) {
