@@ -97,13 +97,13 @@ impl InboxReader {
     pub(crate) async fn confirm(&self, ids: Vec<String>) -> Result<usize, String> {
         if ids.len() > MAX_DONE {
             return Err(format!(
-                "`done` names {} ids; confirm at most {MAX_DONE} at once",
+                "`done` names {} ids; confirm at most {MAX_DONE} at once (nothing was confirmed)",
                 ids.len()
             ));
         }
         if let Some(bad) = ids.iter().find(|id| !valid_id(id)) {
             return Err(format!(
-                "`done`: {bad:?} is not a message id (ids are the `id` fields read_messages returns)"
+                "`done`: {bad:?} is not a message id (ids are the `id` fields read_messages returns); nothing was confirmed"
             ));
         }
         let dir = self.dir.clone();
@@ -116,7 +116,7 @@ impl InboxReader {
                     Ok(false) => {}
                     Err(e) => {
                         return Err(format!(
-                            "cannot remove {} from the inbox: {e}",
+                            "cannot remove {} from the inbox: {e}; the {removed} before it were confirmed",
                             path.display()
                         ));
                     }

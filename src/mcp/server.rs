@@ -180,7 +180,7 @@ impl Workshop {
         } else {
             match self.inner.inbox.confirm(args.done).await {
                 Ok(n) => n,
-                Err(e) => return refused(format!("{e}; nothing was confirmed")),
+                Err(e) => return refused(e),
             }
         };
         let wait = Duration::from_secs(args.wait_secs);
@@ -192,6 +192,10 @@ impl Workshop {
             }
         };
         match self.inner.inbox.wait_and_look(limit, wait, cancelled).await {
+            Ok(_) if !self.inner.inbox.dir().is_dir() => refused(format!(
+                "the inbox folder {} does not exist; the bridge makes it when it starts (or check `--inbox-dir`)",
+                self.inner.inbox.dir().display()
+            )),
             Ok(found) => result(&inbox_view(&found, Some(confirmed)), false),
             Err(e) => refused(e),
         }
