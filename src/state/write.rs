@@ -120,7 +120,8 @@ fn inline(value: &StateValue) -> Result<String, String> {
         StateValue::Float(f) => float(*f)?,
         StateValue::Text(s) => text(s),
         StateValue::List(_) => "[]".to_owned(),
-        StateValue::Map(_) => "{}".to_owned(),
+        // An empty map. (Whatever else might reach here would be caught by the read-back.)
+        _ => "{}".to_owned(),
     })
 }
 
@@ -168,14 +169,23 @@ fn plain_is_safe(s: &str) -> bool {
     if first.is_whitespace() || last.is_whitespace() || last == ':' {
         return false;
     }
-    if "-?:,[]{}#&*!|>'\"%@`".contains(first) {
+    // A first character encoded from 0xEF is taken for a broken byte order mark when it
+    // opens the document.
+    if "-?:,[]{}#&*!|>'\"%@`".contains(first) || ('\u{f000}'..='\u{ffff}').contains(&first) {
         return false;
     }
     if s.contains(": ") || s.contains(" #") || s.contains('\t') {
         return false;
     }
-    s.chars()
-        .all(|c| c == ' ' || (!c.is_control() && !c.is_whitespace() && c != '\u{feff}'))
+    s.chars().all(|c| {
+        c == ' ' || (printable(c) && !c.is_control() && !c.is_whitespace() && c != '\u{feff}')
+    })
+}
+
+/// What YAML 1.1 (and so PyYAML) accepts in a document, as it is.
+fn printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+        || c >= '\u{10000}'
 }
 
 /// A double-quoted scalar; everything but printable characters is escaped.
@@ -190,7 +200,7 @@ fn quoted(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
             ' ' => out.push(' '),
-            c if c.is_control() || c.is_whitespace() || c == '\u{feff}' => {
+            c if !printable(c) || c.is_control() || c.is_whitespace() || c == '\u{feff}' => {
                 // Writing to a String cannot fail.
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
@@ -250,6 +260,8 @@ mod tests {
             "\u{2028}",
             "@home",
             "key:",
+            "\u{f000}",
+            "\u{fffe}",
         ] {
             let written = yaml(json!({ "k": s }));
             assert!(
@@ -286,6 +298,7 @@ mod tests {
             yaml(json!({"yes": 1, "1": 2, "a b": 3})),
             "\"yes\": 1\n\"1\": 2\na b: 3\n"
         );
+        assert_eq!(yaml(json!({"\u{f000}": null})), "\"\u{f000}\": null\n");
     }
 }
 
