@@ -18,7 +18,7 @@ const MAX_KEY_CHARS: usize = 1000;
 /// `value` as a YAML document that the bridge's reader reads back as exactly `value`.
 pub(crate) fn to_yaml(value: &StateValue) -> Result<String, String> {
     let mut out = String::new();
-    match value {
+    match value.resolved() {
         StateValue::Map(map) if map.iter().next().is_some() => block_map(&mut out, value, 0)?,
         StateValue::List(items) if !items.is_empty() => block_list(&mut out, items, 0)?,
         scalar => {
@@ -34,7 +34,7 @@ pub(crate) fn to_yaml(value: &StateValue) -> Result<String, String> {
 }
 
 fn block_map(out: &mut String, value: &StateValue, indent: usize) -> Result<(), String> {
-    let StateValue::Map(map) = value else {
+    let StateValue::Map(map) = value.resolved() else {
         return Ok(());
     };
     for (key, item) in map.iter() {
@@ -56,7 +56,7 @@ fn block_list(out: &mut String, items: &[StateValue], indent: usize) -> Result<(
     for item in items {
         pad(out, indent);
         out.push('-');
-        match item {
+        match item.resolved() {
             // `- key: value` with the rest of the map under the first key.
             StateValue::Map(map) if map.iter().next().is_some() => {
                 out.push(' ');
@@ -88,7 +88,7 @@ fn nested(
     indent: usize,
     map_indent: usize,
 ) -> Result<(), String> {
-    match item {
+    match item.resolved() {
         StateValue::Map(map) if map.iter().next().is_some() => {
             out.push('\n');
             block_map(out, item, map_indent)
@@ -112,7 +112,7 @@ fn pad(out: &mut String, indent: usize) {
 
 /// A scalar, or an empty map or list, on one line.
 fn inline(value: &StateValue) -> Result<String, String> {
-    Ok(match value {
+    Ok(match value.resolved() {
         StateValue::Null => "null".to_owned(),
         StateValue::Bool(b) => b.to_string(),
         StateValue::Int(n) => n.to_string(),
@@ -120,8 +120,8 @@ fn inline(value: &StateValue) -> Result<String, String> {
         StateValue::Float(f) => float(*f)?,
         StateValue::Text(s) => text(s),
         StateValue::List(_) => "[]".to_owned(),
-        // An empty map. (Whatever else might reach here would be caught by the read-back.)
-        _ => "{}".to_owned(),
+        // An empty map (a shared value is never left once resolved).
+        StateValue::Map(_) | StateValue::Shared(_) => "{}".to_owned(),
     })
 }
 
