@@ -177,6 +177,24 @@ impl Kick {
         first
     }
 
+    /// Closes the connection of an agent whose id a newer connection has taken, telling it
+    /// why first.
+    pub(crate) fn replaced(&self, agent: &str) {
+        let message = format!("agent id `{agent}` was registered by a newer connection");
+        self.kick_with(Farewell {
+            code: close::POLICY,
+            reason: "agent id taken over by a new connection",
+            last_words: Some(
+                ServerMessage::Error {
+                    code: ErrorCode::Replaced,
+                    message: &message,
+                    id: None,
+                }
+                .to_text(),
+            ),
+        });
+    }
+
     /// Ends the connection without a reason of its own: the client went, or the bridge is
     /// shutting down.
     pub(crate) fn end(&self) {
@@ -461,19 +479,7 @@ impl Hub {
         };
         if let Some(kick) = replaced {
             tracing::info!(agent = %agent, "agent id taken over by a new connection");
-            let message = format!("agent id `{agent}` was registered by a newer connection");
-            kick.kick_with(Farewell {
-                code: close::POLICY,
-                reason: "agent id taken over by a new connection",
-                last_words: Some(
-                    ServerMessage::Error {
-                        code: ErrorCode::Replaced,
-                        message: &message,
-                        id: None,
-                    }
-                    .to_text(),
-                ),
-            });
+            kick.replaced(&agent);
         }
         if let Some(link) = self.cluster() {
             if let Some(old) = &previous_own {
@@ -585,19 +591,7 @@ impl Hub {
         };
         if let Some(kick) = kick {
             tracing::info!(agent = %agent, "agent id taken over on another node");
-            let message = format!("agent id `{agent}` was registered by a newer connection");
-            kick.kick_with(Farewell {
-                code: close::POLICY,
-                reason: "agent id taken over by a new connection",
-                last_words: Some(
-                    ServerMessage::Error {
-                        code: ErrorCode::Replaced,
-                        message: &message,
-                        id: None,
-                    }
-                    .to_text(),
-                ),
-            });
+            kick.replaced(agent);
         }
         self.changed();
     }

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,14 +22,12 @@ use tokio::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Link, Outgoing, subject};
 use crate::hub::Hub;
-use crate::protocol::{Head, nested_deeper_than};
-use std::sync::Arc;
-use tokio::sync::Notify;
+use crate::protocol::{self, Head, nested_deeper_than};
 
 /// What a message from another node is held to before this node's clients get it.
 #[derive(Debug, Clone, Copy)]
@@ -41,16 +40,13 @@ pub(crate) struct Limits {
     pub(crate) max_id_bytes: usize,
 }
 
-/// Types another node may pass on: anything a client may send or a bridge broadcasts, but
-/// never what only this node says to its own clients (the state, acks, errors).
-const NEVER_FROM_ANOTHER_NODE: &[&str] = &[
-    "state",
-    "state_patch",
-    "ack",
-    "error",
-    "pong",
-    "system_status",
-];
+/// Whether another node may pass on a message of this type: anything a client may send or a
+/// bridge broadcasts, but never what only a bridge says to its own clients (the state, acks,
+/// errors). Presence is the one reserved kind that crosses nodes: each node announces its own
+/// agents' arrivals and departures to every client.
+fn may_come_from_another_node(kind: &str) -> bool {
+    !protocol::RESERVED_TYPES.contains(&kind) || matches!(kind, "agent_joined" | "agent_left")
+}
 
 /// How often a node says it is alive.
 const ALIVE_EVERY: Duration = Duration::from_secs(1);
@@ -307,7 +303,7 @@ fn acceptable(text: &str, limits: Limits) -> bool {
     let ok = text.len() <= limits.max_bytes
         && !nested_deeper_than(text, limits.max_depth)
         && Head::parse(text, limits.max_id_bytes)
-            .is_ok_and(|head| !NEVER_FROM_ANOTHER_NODE.contains(&head.kind.as_ref()));
+            .is_ok_and(|head| may_come_from_another_node(&head.kind));
     if !ok {
         tracing::warn!(
             bytes = text.len(),

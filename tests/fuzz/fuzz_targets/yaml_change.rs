@@ -14,17 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use workshop_bridge::fuzzing;
 
 fuzz_target!(
-    init: {
-        let crash = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let in_parser = info
-                .location()
-                .is_some_and(|at| at.file().contains("libyaml-safer"));
-            if !in_parser {
-                crash(info);
-            }
-        }));
-    },
+    init: fuzzing::crash_on_panics_outside_the_yaml_parser(),
     |data: &[u8]| {
     let (old, new) = match data.iter().position(|&b| b == 0xFF) {
         Some(at) => (&data[..at], data[at + 1..].to_vec()),

@@ -16,18 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use workshop_bridge::fuzzing;
 
 fuzz_target!(
-    init: {
-        // libfuzzer-sys aborts on every panic, before the reader could catch it.
-        let crash = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let in_parser = info
-                .location()
-                .is_some_and(|at| at.file().contains("libyaml-safer"));
-            if !in_parser {
-                crash(info);
-            }
-        }));
-    },
+    init: fuzzing::crash_on_panics_outside_the_yaml_parser(),
     |data: &[u8]| {
     // The reader refuses a file that is not UTF-8 before parsing.
     let Ok(text) = std::str::from_utf8(data) else {
