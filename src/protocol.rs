@@ -424,6 +424,8 @@ mod tests {
         assert!(nested_deeper_than(r#"{"a":[1,{"b":[]}]}"#, 3));
         // Brackets inside strings, escaped quotes included, do not count.
         assert!(!nested_deeper_than(r#"{"a":"[[[[\"[[[[","b":1}"#, 1));
+        // A key given twice: a parser keeps the last value but descends into both.
+        assert!(nested_deeper_than(r#"{"a":[1],"a":2}"#, 1));
         let deep = "[".repeat(100_000) + &"]".repeat(100_000);
         assert!(nested_deeper_than(&deep, 64));
         let sixty_four = "[".repeat(64) + &"]".repeat(64);

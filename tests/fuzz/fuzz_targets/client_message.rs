@@ -114,25 +114,75 @@ const MAX_ID_BYTES: usize = 128;
 const MAX_DEPTH: usize = 64;
 
 /// The byte scan that refuses deep messages before anything is parsed agrees with the
-/// nesting of the value itself, wherever the text is JSON.
+/// nesting of the text as written, wherever the text is JSON. As written: a key given twice
+/// keeps only its last value in a parsed map, but a receiver's parser still descends into
+/// both, so the first one's nesting counts too.
 fn check_depth(text: &str) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+    // serde_json's own limit (128 levels) is well above the ones checked.
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let Ok(Nesting(actual)) = serde::Deserialize::deserialize(&mut reader) else {
         return;
     };
-    fn depth(v: &serde_json::Value) -> usize {
-        match v {
-            serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-            serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-            _ => 0,
-        }
+    if reader.end().is_err() {
+        return;
     }
-    let actual = depth(&value);
     for max in [0, 1, 2, MAX_DEPTH] {
         assert_eq!(
             fuzzing::nested_deeper_than(text, max),
             actual > max,
             "nesting {actual} against a limit of {max}"
         );
+    }
+}
+
+/// How deep a JSON value nests arrays and objects, every member counted, repeated keys too.
+struct Nesting(usize);
+
+impl<'de> serde::Deserialize<'de> for Nesting {
+    fn deserialize<D: serde::Deserializer<'de>>(reader: D) -> Result<Self, D::Error> {
+        reader.deserialize_any(NestingVisitor).map(Nesting)
+    }
+}
+
+struct NestingVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NestingVisitor {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_unit<E>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<usize, A::Error> {
+        let mut deepest = 0;
+        while let Some(Nesting(depth)) = items.next_element()? {
+            deepest = deepest.max(depth);
+        }
+        Ok(1 + deepest)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        let mut deepest = 0;
+        while let Some((serde::de::IgnoredAny, Nesting(depth))) = map.next_entry()? {
+            deepest = deepest.max(depth);
+        }
+        Ok(1 + deepest)
     }
 }
 
