@@ -74,14 +74,13 @@ impl HostAllowlist {
     /// Whether `host` (the `Host` header's value, `name[:port]` or `[v6]:port`) names this
     /// bridge, and how; `None` if it does not, or is not a valid host.
     pub(crate) fn check(&self, host: &str) -> Option<HostKind> {
-        let name = host_of(host)?;
-        self.check_name(&name)
+        self.kind_of(&host_of(host)?)
     }
 
-    /// Like [`HostAllowlist::check`] for a bare host name or address (no port).
-    pub(crate) fn check_name(&self, name: &str) -> Option<HostKind> {
-        let name = normalize(name);
-        if let Some(ip) = parse_ip(&name) {
+    /// How the allowlist sees `name`, already normalised: normalising twice would take a
+    /// second trailing dot away.
+    fn kind_of(&self, name: &str) -> Option<HostKind> {
+        if let Some(ip) = parse_ip(name) {
             return Some(if is_loopback(ip) {
                 HostKind::Loopback
             } else {
@@ -91,7 +90,7 @@ impl HostAllowlist {
         if name == "localhost" || name.ends_with(".localhost") {
             return Some(HostKind::Loopback);
         }
-        let known = self.names.contains(&name)
+        let known = self.names.iter().any(|n| n == name)
             || self
                 .suffixes
                 .iter()
@@ -188,6 +187,7 @@ mod tests {
             ("app.localhost:3000", HostKind::Loopback),
             ("127.0.0.1:8765", HostKind::Loopback),
             ("127.1.2.3", HostKind::Loopback),
+            ("127.0.0.1.:8765", HostKind::Loopback),
             ("[::1]:8765", HostKind::Loopback),
             ("[::ffff:127.0.0.1]:80", HostKind::Loopback),
             ("192.168.1.20:8765", HostKind::Known),
@@ -220,6 +220,10 @@ mod tests {
             "",
             "[::1",
             "a b",
+            // Only one trailing dot ends a name.
+            "127.0.0.10..:8765",
+            "localhost..",
+            "[::1].",
         ] {
             assert_eq!(list.check(host), None, "{host}");
         }
@@ -230,7 +234,7 @@ mod tests {
         let list = HostAllowlist::new(&[]);
         let host = normalize(&gethostname::gethostname().to_string_lossy());
         let short = host.split('.').next().unwrap().to_owned();
-        assert_eq!(list.check_name(&host), Some(HostKind::Known));
+        assert_eq!(list.check(&host), Some(HostKind::Known));
         assert_eq!(
             list.check(&format!("{short}.local:8765")),
             Some(HostKind::Known)

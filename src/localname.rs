@@ -47,9 +47,11 @@ pub fn is_local_name(name: &str) -> bool {
     local_name().is_some_and(|own| normalize(name) == own)
 }
 
-/// Lower case, without surrounding blanks or a trailing dot.
+/// Lower case, without surrounding blanks or the one trailing dot of a fully qualified name.
+/// One only: `localhost..` or `127.0.0.1..` is no name at all, not the name without its dots.
 pub(crate) fn normalize(name: &str) -> String {
-    name.trim().trim_end_matches('.').to_ascii_lowercase()
+    let name = name.trim();
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 /// Looks names up. The system's resolver in the product ([`SystemResolver`]); tests may put

@@ -159,8 +159,15 @@ async fn a_rebinding_page_is_refused_on_every_route_before_anything_else() {
         let (seen, _) = exchange(addr, &upgrade_head(path, &host, &origin)).await;
         assert_eq!(seen.status, 421, "upgrade {path}: {seen:?}");
     }
-    // A Host with no port, in capitals, with a trailing dot: still not ours.
-    for host in ["EVIL.EXAMPLE", "evil.example.", "localhost.evil.example"] {
+    // A Host with no port, in capitals, with a trailing dot: still not ours. Nor is a
+    // loopback name or address with two, which names nothing.
+    for host in [
+        "EVIL.EXAMPLE",
+        "evil.example.",
+        "localhost.evil.example",
+        "localhost..",
+        &format!("127.0.0.1..:{port}"),
+    ] {
         let (seen, _) = exchange(addr, &upgrade_head("/ws", host, "")).await;
         assert_eq!(seen.status, 421, "{host}: {seen:?}");
     }
