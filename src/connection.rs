@@ -669,9 +669,7 @@ impl Reader {
                     };
                     (client, id.get().to_owned())
                 });
-                // Boxed: the request's future is large, and inline it would make every
-                // connection's reader that much larger, cluster or not.
-                Box::pin(crate::cluster::inbox::forward(link, &event, dedup)).await?
+                crate::cluster::inbox::forward(link, &event, dedup).await?
             }
             None => {
                 // Without an identity, repeats are recognised within this connection only,
@@ -727,7 +725,7 @@ impl Reader {
             provenance: &self.provenance,
         };
         let written = match self.hub.cluster().filter(|link| link.is_relay()) {
-            Some(link) => Box::pin(crate::cluster::inbox::forward(link, &event, None))
+            Some(link) => crate::cluster::inbox::forward(link, &event, None)
                 .await
                 .is_ok(),
             None => self.hub.inbox().write(&event).await.is_ok(),

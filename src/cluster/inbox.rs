@@ -89,9 +89,11 @@ pub(crate) async fn forward(
         dedup,
     };
     let payload = serde_json::to_vec(&forwarded).map_err(|_| unavailable())?;
+    // Boxed: the NATS request's future is large, and inline it would make the future of
+    // every connection's reader that much larger, on every bridge, cluster or not.
     let reply = tokio::time::timeout(
         INBOX_TIMEOUT,
-        link.client().request(subject::INBOX, payload.into()),
+        Box::pin(link.client().request(subject::INBOX, payload.into())),
     )
     .await;
     let reply = match reply {
