@@ -50,6 +50,13 @@ enum Command {
     Mcp(Box<ServeArgs>),
 }
 
+/// The command a subcommand's arguments are defined on: the bridge's own for `serve`, and
+/// for a name that is no subcommand.
+fn subcommand(name: &str) -> clap::Command {
+    let cli = Cli::command();
+    cli.find_subcommand(name).cloned().unwrap_or(cli)
+}
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     // The bridge listens for signals before anything else, even reading its flags, so that
@@ -84,7 +91,7 @@ fn main() -> ExitCode {
     };
     let sources = Sources {
         matches: sub,
-        command: settings::subcommand(name),
+        command: subcommand(name),
     };
     let result = match (cli.command, early) {
         (Some(Command::Serve(args)), Some(early)) => serve::run(*args, &sources, early),

@@ -4,18 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
+use clap::ArgMatches;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory};
 use workshop_bridge::config::ConfigFile;
 use workshop_bridge::{Config, Error};
-
-use crate::Cli;
-
-/// The command a subcommand's arguments are defined on (the bridge's own for `serve`).
-pub(crate) fn subcommand(name: &str) -> clap::Command {
-    let cli = Cli::command();
-    cli.find_subcommand(name).cloned().unwrap_or(cli)
-}
 
 /// Where each setting came from (a flag, a variable, the config file), to name it when it
 /// is refused.

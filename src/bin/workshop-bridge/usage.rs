@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
-use crate::{Cli, write_stdout};
+use crate::{Cli, subcommand, write_stdout};
 
 /// A mistake on the command line or in a variable, in one sentence; help and version are
 /// printed as they are.
@@ -66,8 +66,7 @@ fn value_sentence(e: &clap::Error, arg: &str, args: &[OsString]) -> String {
     let command = args
         .get(1)
         .and_then(|a| a.to_str())
-        .and_then(|name| Cli::command().find_subcommand(name).cloned())
-        .unwrap_or_else(Cli::command);
+        .map_or_else(Cli::command, subcommand);
     let env = command
         .get_arguments()
         .find(|a| a.get_long() == Some(long))
